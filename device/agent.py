@@ -1,0 +1,65 @@
+"""Wire the pieces for one device: model, engine, adapter, summarizer, store.
+
+`announce_unread` is the one-way flow a summary takes: unread messages, then
+the summarizer, then the store (summary saved and messages marked read in one
+transaction), then whoever announces it. Saving before announcing is what makes
+a crash at any point announce nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from tidings.device.config import Config
+from tidings.device.engine import Engine
+from tidings.device.store import Store
+from tidings.device.summarizer import Summarizer, ThreadSummary
+from tidings.models.registry import load_manifest, resolve_model
+
+log = logging.getLogger("tidings")
+TASK_ADAPTER = "task"
+
+
+def open_engine(config: Config) -> Engine:
+    model = resolve_model(config.model.name, config.model.cache_dir)
+    engine = Engine(model, config.engine)
+    log.info("loaded %s in %.2f s (%s prompt format)", model.name, engine.load_seconds, engine.prompt_format.name)
+    return engine
+
+
+def open_summarizer(config: Config, *, use_adapter: bool = True) -> Summarizer:
+    """A summarizer on the model path when the model can summarize, else extractive only.
+
+    The embedded Gemma 3 270M is a base model: without a task adapter it echoes
+    prompts, so it is not loaded at all unless an adapter is configured or the
+    caller asks to see the bare base (`use_adapter=False`).
+    """
+    adapter = config.model.task_adapter
+    manifest = load_manifest()
+    spec = manifest.get(config.model.name)
+    instruction_tuned = bool(spec and spec.instruction_tuned)
+    if use_adapter and not adapter and not instruction_tuned:
+        log.warning(
+            "no task adapter configured for %s, a base model: summaries are extractive "
+            "(set [model] task_adapter to use the model)", config.model.name
+        )
+        return Summarizer(config.summarizer)
+    engine = open_engine(config)
+    if use_adapter and adapter:
+        engine.load_adapter(Path(adapter).expanduser(), name=TASK_ADAPTER)
+        engine.set_adapters({TASK_ADAPTER: config.model.task_adapter_scale})
+        log.info("task adapter %s active at scale %.2f", adapter, config.model.task_adapter_scale)
+    return Summarizer(config.summarizer, engine)
+
+
+def announce_unread(store: Store, summarizer: Summarizer, announce: Callable[[ThreadSummary], None]) -> int:
+    """Summarize every thread with unread messages, oldest first; returns how many were announced."""
+    count = 0
+    for thread in store.unread_threads():
+        summary = summarizer.summarize(thread, store.unread_messages(thread))
+        store.record_summary(thread, summary.message_ids, summary.to_json())
+        announce(summary)
+        count += 1
+    return count

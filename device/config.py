@@ -1,0 +1,138 @@
+"""The one configuration object, loaded from one TOML file.
+
+Every field has a default that works on the embedded model, so an empty file
+(or none at all) is a valid configuration. `tidings.toml` at the repository
+root documents every key. Unknown keys are an error rather than silently
+ignored: a typo in a device's config should not quietly change its behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "tidings"
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tidings"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # A name from models/manifest.toml, or a path to any GGUF file.
+    name: str = "gemma3-270m-q4_k_m"
+    cache_dir: Path = field(default_factory=lambda: _cache_home() / "models")
+    # The LoRA task adapter that teaches the base model to summarize (a GGUF
+    # path); empty means none, and summaries then come from the extractive path.
+    task_adapter: str = ""
+    task_adapter_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    n_ctx: int = 2048
+    # 0 means one thread per available core.
+    n_threads: int = 0
+    n_batch: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SummarizerConfig:
+    # The wearer's own name as it appears as a sender, so their messages are
+    # not announced back to them and do not count as needing a reply.
+    wearer: str = ""
+    max_summary_tokens: int = 96
+    max_summary_words: int = 60
+    extractive_max_words: int = 40
+    # Messages beyond this many prompt tokens are folded into a rolling summary.
+    context_budget_tokens: int = 1400
+    retries: int = 1
+    suggestions: int = 3
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path = field(default_factory=lambda: _data_home() / "tidings.db")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    http_host: str = "127.0.0.1"
+    http_port: int = 8765
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        kind = hints[name]
+        if is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{name}] must be a table")
+            values[name] = _build(kind, value, name)
+        elif kind is Path:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}.{name} must be a path string")
+            values[name] = Path(value).expanduser()
+        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}.{name} must be {kind.__name__}, got {value!r}")
+        else:
+            values[name] = value
+    return cls(**values)
+
+
+def default_config_path() -> Path | None:
+    """$TIDINGS_CONFIG, else ./tidings.toml, else ~/.config/tidings/tidings.toml."""
+    env = os.environ.get("TIDINGS_CONFIG")
+    if env:
+        return Path(env)
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    for candidate in (Path("tidings.toml"), config_home / "tidings" / "tidings.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: Path | None = None) -> Config:
+    path = path or default_config_path()
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return _build(Config, table, "config")
+
+
+def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy with some fields of some sections replaced (for CLI flags and tests)."""
+    return replace(config, **{name: replace(getattr(config, name), **values) for name, values in sections.items()})

