@@ -49,7 +49,9 @@ _UNCHECKED_NUMBER_WORDS = frozenset({"one", "first", "second"})
 
 _WEEKDAYS = {name: i for i, names in enumerate((
     "monday mon", "tuesday tue tues", "wednesday wed", "thursday thu thur thurs",
-    "friday fri", "saturday", "sunday")) for name in names.split()}
+    "friday fri", "saturday sat", "sunday sun")) for name in names.split()}
+# "sat" and "sun" are everyday words; they name days only capitalised or after these.
+_DAY_CUE = re.compile(r"(?:on|this|next|last|by|till|until|from)\s+$", re.IGNORECASE)
 _MONTHS = {name: i for i, names in enumerate((
     "january jan", "february feb", "march", "april apr", "may", "june jun", "july jul",
     "august aug", "september sep sept", "october oct", "november nov", "december dec"),
@@ -59,7 +61,9 @@ _AMBIGUOUS_MONTHS = frozenset({"may", "march"})
 _RELATIVE = {
     "today": "today", "tonight": "tonight", "tonite": "tonight", "tomorrow": "tomorrow",
     "tmrw": "tomorrow", "tmr": "tomorrow", "tomorow": "tomorrow", "tommorow": "tomorrow",
-    "tommorrow": "tomorrow", "2morrow": "tomorrow", "yesterday": "yesterday",
+    "tommorrow": "tomorrow", "2morrow": "tomorrow", "tomo": "tomorrow", "2moro": "tomorrow",
+    "2day": "today", "tday": "today", "2nite": "tonight", "2night": "tonight",
+    "yesterday": "yesterday", "yestarday": "yesterday", "yday": "yesterday",
     "weekend": "weekend", "this morning": "today", "this afternoon": "today",
     "this evening": "tonight", "next week": "next week", "last week": "last week",
 }
@@ -67,6 +71,8 @@ _RELATIVE_OFFSET = {"yesterday": -1, "today": 0, "tonight": 0, "tomorrow": 1}
 _NAMED_TIMES = {"noon": 720, "midday": 720, "midnight": 0}
 # After these a bare number is read as an hour ("at 6", "by seven").
 _TIME_PREPOSITIONS = "at|by|till|until|til|before|after|around|from|between"
+# Units chat glues to a number ("10min", "5km"); the number is still a number.
+_UNIT_SUFFIXES = "min|mins|h|hr|hrs|km|kg|m|cm|g|l|ml|yo|x|d|w|y|mb|gb|lbs|eur|usd|pln|zl"
 
 
 def _alternation(words: Iterable[str]) -> str:
@@ -78,18 +84,20 @@ _HOUR_WORD = _alternation(w for w, v in _UNITS.items() if 1 <= v <= 12)
 _HOUR = rf"(?:\d{{1,2}}|{_HOUR_WORD})"
 _ENTITY = re.compile(rf"""
     (?P<iso>\b\d{{4}}-\d{{1,2}}-\d{{1,2}}\b)
-  | (?P<ampm>\b(?P<ah>\d{{1,2}})(?:[:.](?P<am>[0-5]\d))?\s?(?P<ap>[ap])\.?m\b\.?)
+  | (?P<ampm>\b(?:(?P<ah0>\d{{1,2}})(?:[:.](?P<am0>[0-5]\d))?\s?[-–]\s?)?
+        (?P<ah>\d{{1,2}})(?:[:.](?P<am>[0-5]\d))?\s?(?P<ap>[ap])\.?m\b\.?)
   | (?P<clock>\b(?P<ch>[01]?\d|2[0-3])[:h](?P<cm>[0-5]\d)\b(?!:\d))
   | (?P<oclock>\b(?P<oh>{_HOUR})\s?o'?\s?clock\b)
   | (?P<past>\b(?P<pf>half|quarter|\d{{1,2}}(?=\s+min))\s+(?:min(?:ute)?s?\s+)?(?P<pr>past|to)\s+(?P<ph>{_HOUR})\b)
   | (?P<named>\b(?:noon|midday|midnight)\b)
   | (?P<slash>\b(?P<s1>\d{{1,2}})/(?P<s2>\d{{1,2}})(?:/\d{{2,4}})?\b)
   | (?P<dots>\b(?P<t1>\d{{1,2}})\.(?P<t2>\d{{1,2}})\.\d{{2,4}}\b)
-  | (?P<bare>\b(?:{_TIME_PREPOSITIONS})\s+(?P<bh>{_HOUR})(?:[.:](?P<bm>[0-5]\d))?(?:ish)?
-        (?=\s*(?:$|[^\w\s]|(?:today|tonight|tomorrow|then|ok|okay|is|works|sharp|latest|at|on|in
-        |and|or|if|so|but|please|pls|we|i|you|maybe|tho|ish)\b)))
+  | (?P<bare>\b(?:{_TIME_PREPOSITIONS})\s+(?P<bh>{_HOUR})(?:[.:,](?P<bm>[0-5]\d))?
+        (?:\s?[-–]\s?(?P<bh2>\d{{1,2}})(?:[.:,](?P<bm2>[0-5]\d))?)?(?:ish)?
+        (?=\s*(?:$|[^\w\s](?!\d)|(?:today|tonight|tomorrow|then|ok|okay|is|works|sharp|latest|at
+        |on|in|and|or|if|so|but|please|pls|we|i|you|maybe|tho|ish)\b)))
   | (?P<num>(?<!\w)(?P<cur>[$£€]\s?)?(?P<digits>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)
-        (?P<suf>%|k|st|nd|rd|th|s|ish)?(?!\w))
+        (?P<suf>%|k|st|nd|rd|th|s|ish|{_UNIT_SUFFIXES})?(?!\w))
   | (?P<words>\b(?:{_NUMBER_WORD})(?:(?:\s+and\s+|[\s-]+)(?:{_NUMBER_WORD}))*\b)
   | (?P<day>\b(?P<dn>{_alternation(_WEEKDAYS)})s?\b)
   | (?P<month>\b(?P<mn>{_alternation(_MONTHS)})\b)
@@ -97,6 +105,10 @@ _ENTITY = re.compile(rf"""
 """, re.IGNORECASE | re.VERBOSE)
 _WORD = re.compile(r"\w+(?:'\w+)*")
 _RUN_SPLIT = re.compile(r"[\s-]+")
+_CLITIC = re.compile(r"'(?:s|ll|re|d|ve|m)?$")
+# Chat shorthand for proper nouns that summaries spell out.
+_ALIASES = {"fb": "facebook", "insta": "instagram", "ig": "instagram", "yt": "youtube",
+            "xmas": "christmas", "bday": "birthday"}
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 
 # Capitalised words that are not names: sentence starters and the everyday nouns
@@ -131,7 +143,10 @@ COMMON_WORDS = frozenset("""
     mum mom dad mother father parents brother sister son daughter wife husband boyfriend
     girlfriend friend friends family kids children baby boss team group everyone
     internet tv pc ps dvd cd sms gps ok lol omg wtf btw asap fyi
-    mr mrs ms dr miss sir madam
+    mr mrs ms dr miss sir madam new year people according following earlier unlike despite
+    afterwards generally recently currently initially originally eventually nevertheless
+    therefore thus hence moreover furthermore overall regarding concerning considering given
+    due together next last first second third later already almost
     """.split())
 
 
@@ -139,15 +154,18 @@ def _norm(text: str) -> str:
     return text.translate(_APOSTROPHES)
 
 
-def _word_keys(token: str, parts: bool = False) -> set[str]:
-    """Forms a word can be matched by: itself, possessive-stripped, optionally
-    its apostrophe-separated parts, and all of these without accents."""
+def _word_keys(token: str, source: bool = False) -> set[str]:
+    """Spellings under which a word may be looked up or indexed: without a clitic
+    ("Tom's", "Owen'll"), without a plural or dropped-apostrophe "s" ("at Janes"),
+    without accents; sources also index apostrophe-separated parts and aliases."""
     base = token.casefold()
-    keys = {base, *base.split("'")} if parts else {base}
-    if base.endswith("'s"):
-        keys.add(base[:-2])
-    keys |= {"".join(c for c in unicodedata.normalize("NFKD", k) if not unicodedata.combining(c))
-             for k in tuple(keys)}
+    keys = {base, _CLITIC.sub("", base)}
+    keys.update(k[:-1] for k in tuple(keys) if len(k) >= 3 and k.endswith("s"))
+    if source:
+        keys.update(base.split("'"))
+        keys.update(_ALIASES[k] for k in tuple(keys) if k in _ALIASES)
+    keys.update("".join(c for c in unicodedata.normalize("NFKD", k) if not unicodedata.combining(c))
+                for k in tuple(keys))
     keys.discard("")
     return keys
 
@@ -185,72 +203,85 @@ def _number_run(text: str) -> tuple[float, list[float], list[str]]:
 
 @dataclass
 class _Entity:
-    kind: str                     # "name", "number", "time", "date", "weekday", "month", "rel"
+    kind: str  # "time", "bare" (hour or number), "number", "date", "weekday", "month", "rel", "name"
     text: str
     start: int
     end: int
     times: set[int] = field(default_factory=set)
-    numbers: set[float] = field(default_factory=set)
-    fallback: set[float] = field(default_factory=set)  # numbers any of which also support it
+    numbers: set[float] = field(default_factory=set)  # any one of these supports it
+    parts: set[float] = field(default_factory=set)    # or all of these together
     key: object = None
 
 
+_CLOCK_DECIMAL = re.compile(r"(\d{1,2})\.([0-5]\d)")
+
+
+def _entity(m: re.Match[str], text: str) -> list[_Entity]:
+    kind, raw, g = m.lastgroup, m.group(0), m.group
+    e = _Entity("time", raw.strip(), m.start(), m.end())
+    if kind == "ampm":
+        # Each end of a range like "6-7pm" is a separate claim.
+        pm = 12 if g("ap").lower() == "p" else 0
+        ends = [_Entity("time", raw.strip(), m.start(), m.end()) for h in (g("ah0"), g("ah")) if h]
+        for end, (h, minute) in zip(ends, [(g("ah0"), g("am0"))] * (len(ends) - 1) + [(g("ah"), g("am"))]):
+            h, minute = int(h), int(minute or 0)
+            end.times = {(h % 12 + pm) * 60 + minute} if h <= 12 else _hours(h, minute)
+            end.numbers = {float(h)}
+        return ends
+    elif kind == "clock":
+        e.times, e.numbers = _hours(int(g("ch")), int(g("cm"))), {float(int(g("ch")))}
+    elif kind == "oclock":
+        e.times, e.numbers = _hours(_int(g("oh"))), {float(_int(g("oh")))}
+    elif kind == "past":
+        frac = g("pf").lower()
+        minutes = 30 if frac == "half" else 15 if frac == "quarter" else int(frac)
+        shift = minutes if g("pr").lower() == "past" else -minutes
+        e.times = {(t + shift) % 1440 for t in _hours(_int(g("ph")))}
+    elif kind == "named":
+        e.times = {_NAMED_TIMES[raw.lower()]}
+    elif kind == "bare":
+        e.kind, e.times, e.numbers = "bare", _hours(_int(g("bh")), int(g("bm") or 0)), {float(_int(g("bh")))}
+        if g("bh2"):
+            return [e, _Entity("bare", e.text, e.start, e.end, _hours(int(g("bh2")), int(g("bm2") or 0)),
+                               {float(g("bh2"))})]
+    elif kind in ("slash", "dots", "iso"):
+        a, b = (g("s1"), g("s2")) if kind == "slash" else (g("t1"), g("t2")) if kind == "dots" \
+            else raw.split("-")[1:]
+        e.kind, e.key = "date", frozenset({(int(a), int(b)), (int(b), int(a))})
+    elif kind == "num":
+        value = float(g("digits").replace(",", ""))
+        suffix = (g("suf") or "").lower()
+        e.kind, e.numbers = "number", {value}
+        if suffix == "k":
+            e.numbers.add(value * 1000)
+        elif suffix in ("st", "nd", "rd", "th"):
+            e.key = "ordinal"
+        elif not suffix and not g("cur") and (clock := _CLOCK_DECIMAL.fullmatch(g("digits"))):
+            # "10.30" in chat is at least as often a time as a decimal.
+            e.kind, e.times = "bare", _hours(int(clock[1]), int(clock[2]))
+    elif kind == "words":
+        value, singles, words = _number_run(raw)
+        e.kind, e.numbers, e.parts = "number", {value}, set(singles)
+        if len(words) == 1 and (words[0] in _UNCHECKED_NUMBER_WORDS or _SCALES.get(words[0], 0) > 12):
+            e.key = "unchecked"
+        elif words[-1] in _ORDINALS:
+            e.key = "ordinal"
+    elif kind == "day":
+        name = g("dn").lower()
+        if name in ("sat", "sun") and not raw[0].isupper() and not _DAY_CUE.search(text, max(0, m.start() - 8), m.start()):
+            return []
+        e.kind, e.key = "weekday", _WEEKDAYS[name]
+    elif kind == "month":
+        e.kind, e.key = "month", _MONTHS[g("mn").lower()]
+        if g("mn").lower() in _AMBIGUOUS_MONTHS and not raw[0].isupper():
+            e.key = "unchecked"
+    else:
+        e.kind, e.key = "rel", _RELATIVE[" ".join(raw.lower().split())]
+    return [e]
+
+
 def _entities(text: str) -> list[_Entity]:
-    found: list[_Entity] = []
-    for m in _ENTITY.finditer(text):
-        kind, raw, g = m.lastgroup, m.group(0), m.group
-        e = _Entity("time", raw.strip(), m.start(), m.end())
-        if kind == "ampm":
-            h, minute = int(g("ah")), int(g("am") or 0)
-            if h <= 12:
-                e.times = {(h % 12 + (12 if g("ap").lower() == "p" else 0)) * 60 + minute}
-            else:
-                e.times = _hours(h, minute)
-            e.numbers = {float(h)}
-        elif kind == "clock":
-            e.times, e.numbers = _hours(int(g("ch")), int(g("cm"))), {float(int(g("ch")))}
-        elif kind == "oclock":
-            e.times, e.numbers = _hours(_int(g("oh"))), {float(_int(g("oh")))}
-        elif kind == "past":
-            frac = g("pf").lower()
-            minutes = 30 if frac == "half" else 15 if frac == "quarter" else int(frac)
-            shift = minutes if g("pr").lower() == "past" else -minutes
-            e.times = {(t + shift) % 1440 for t in _hours(_int(g("ph")))}
-        elif kind == "named":
-            e.times = {_NAMED_TIMES[raw.lower()]}
-        elif kind == "bare":
-            h = _int(g("bh"))
-            e.times = _hours(h, int(g("bm") or 0))
-            e.fallback = e.numbers = {float(h)}
-            e.kind = "bare"
-        elif kind in ("slash", "dots", "iso"):
-            a, b = (g("s1"), g("s2")) if kind == "slash" else (g("t1"), g("t2")) if kind == "dots" \
-                else raw.split("-")[1:]
-            e.kind, e.key = "date", frozenset({(int(a), int(b)), (int(b), int(a))})
-        elif kind == "num":
-            value = float(g("digits").replace(",", ""))
-            suffix = (g("suf") or "").lower()
-            e.kind, e.numbers = "number", {value}
-            if suffix == "k":
-                e.numbers.add(value * 1000)
-            e.key = "ordinal" if suffix in ("st", "nd", "rd", "th") else None
-        elif kind == "words":
-            value, singles, words = _number_run(raw)
-            e.kind, e.numbers, e.fallback = "number", {value, *singles}, set(singles)
-            if len(words) == 1 and words[0] in _UNCHECKED_NUMBER_WORDS:
-                e.key = "unchecked"
-            elif words[-1] in _ORDINALS:
-                e.key = "ordinal"
-        elif kind == "day":
-            e.kind, e.key = "weekday", _WEEKDAYS[g("dn").lower()]
-        elif kind == "month":
-            e.kind, e.key = "month", _MONTHS[g("mn").lower()]
-            if g("mn").lower() in _AMBIGUOUS_MONTHS and not raw[0].isupper():
-                e.key = "unchecked"
-        else:
-            e.kind, e.key = "rel", _RELATIVE[" ".join(raw.lower().split())]
-        found.append(e)
-    return found
+    return [e for m in _ENTITY.finditer(text) for e in _entity(m, text)]
 
 
 @dataclass
@@ -268,19 +299,20 @@ class _Support:
     def add_text(self, text: str, sent_at) -> None:
         text = _norm(text)
         for token in set(_WORD.findall(text)):
-            self.words |= _word_keys(token, parts=True)
+            self.words |= _word_keys(token, source=True)
         found = _entities(text)
         short = len(found) <= 2 and len(text) <= 24
         named_days: set[int] = set()
         relative: set[str] = set()
         for e in found:
-            self.numbers |= e.numbers
+            if e.text.casefold() not in ("first", "second"):  # "wait a second" is no 2
+                self.numbers |= e.numbers | e.parts
             self.times |= e.times
             for t in e.times:
                 self.numbers |= {float(t // 60), float(t // 60 % 12 or 12)}
             if e.kind == "number" and short:
                 # A lone "6" or "six?" answering "what time?" names an hour.
-                for n in e.numbers:
+                for n in e.numbers | e.parts:
                     if n == int(n):
                         self.times |= _hours(int(n))
             if e.kind == "weekday":
@@ -316,13 +348,13 @@ class _Support:
         if e.kind == "time":
             return bool(e.times & self.times)
         if e.kind == "bare":
-            return bool(e.times & self.times or e.fallback & self.numbers)
+            return bool(e.times & self.times or e.numbers & self.numbers)
         if e.kind == "number":
             if e.key == "unchecked" or e.numbers & self.numbers:
                 return True
             if e.key == "ordinal" and e.numbers & {float(d) for d in self.days_of_month}:
                 return True
-            return bool(e.fallback) and e.fallback <= self.numbers
+            return bool(e.parts) and e.parts <= self.numbers
         if e.kind == "date":
             return bool(e.key & self.dates)
         if e.kind == "weekday":
@@ -347,9 +379,10 @@ def _names(summary: str, taken: list[_Entity]) -> list[_Entity]:
         if span is not None and span.start < m.end():
             continue
         token = m.group(0)
-        if not token[0].isupper() or token == "I":
+        # Single letters are initials, list labels or SAMSum's "A"/"B" speakers.
+        if len(token) < 2 or not token[0].isupper():
             continue
-        if _word_keys(token, parts=True).isdisjoint(COMMON_WORDS):
+        if _word_keys(token, source=True).isdisjoint(COMMON_WORDS):
             names.append(_Entity("name", token, m.start(), m.end()))
     return names
 
