@@ -85,7 +85,7 @@ _HOUR = rf"(?:\d{{1,2}}|{_HOUR_WORD})"
 _ENTITY = re.compile(rf"""
     (?P<iso>\b\d{{4}}-\d{{1,2}}-\d{{1,2}}\b)
   | (?P<ampm>\b(?:(?P<ah0>\d{{1,2}})(?:[:.](?P<am0>[0-5]\d))?\s?[-–]\s?)?
-        (?P<ah>\d{{1,2}})(?:[:.](?P<am>[0-5]\d))?\s?(?P<ap>[ap])\.?m\b\.?)
+        (?P<ah>\d{{1,2}})(?:[:.](?P<am>[0-5]\d))?\s?(?P<ap>[ap])\.?\s?m\b\.?)
   | (?P<clock>\b(?P<ch>[01]?\d|2[0-3])[:h](?P<cm>[0-5]\d)\b(?!:\d))
   | (?P<oclock>\b(?P<oh>{_HOUR})\s?o'?\s?clock\b)
   | (?P<past>\b(?P<pf>half|quarter|\d{{1,2}}(?=\s+min))\s+(?:min(?:ute)?s?\s+)?(?P<pr>past|to)\s+(?P<ph>{_HOUR})\b)
@@ -94,10 +94,10 @@ _ENTITY = re.compile(rf"""
   | (?P<dots>\b(?P<t1>\d{{1,2}})\.(?P<t2>\d{{1,2}})\.\d{{2,4}}\b)
   | (?P<bare>\b(?:{_TIME_PREPOSITIONS})\s+(?P<bh>{_HOUR})(?:[.:,](?P<bm>[0-5]\d))?
         (?:\s?[-–]\s?(?P<bh2>\d{{1,2}})(?:[.:,](?P<bm2>[0-5]\d))?)?(?:ish)?
-        (?=\s*(?:$|[^\w\s](?!\d)|(?:today|tonight|tomorrow|then|ok|okay|is|works|sharp|latest|at
+        (?=\s*(?:$|[^\w\s'](?!\d)|(?:today|tonight|tomorrow|then|ok|okay|is|works|sharp|latest|at
         |on|in|and|or|if|so|but|please|pls|we|i|you|maybe|tho|ish)\b)))
-  | (?P<num>(?<!\w)(?P<cur>[$£€]\s?)?(?P<digits>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)
-        (?P<suf>%|k|st|nd|rd|th|s|ish|{_UNIT_SUFFIXES})?(?!\w))
+  | (?P<num>(?<!\w)(?P<cur>[$£€]\s?)?(?P<digits>\d{{1,3}}(?:,\s?\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)
+        (?P<suf>%|k|st|nd|rd|th|s|ish|{_UNIT_SUFFIXES})?(?!\w)(?:\s(?P<scale>hundred|thousand|million|billion)\b)?)
   | (?P<words>\b(?:{_NUMBER_WORD})(?:(?:\s+and\s+|[\s-]+)(?:{_NUMBER_WORD}))*\b)
   | (?P<day>\b(?P<dn>{_alternation(_WEEKDAYS)})s?\b)
   | (?P<month>\b(?P<mn>{_alternation(_MONTHS)})\b)
@@ -249,11 +249,11 @@ def _entity(m: re.Match[str], text: str) -> list[_Entity]:
             else raw.split("-")[1:]
         e.kind, e.key = "date", frozenset({(int(a), int(b)), (int(b), int(a))})
     elif kind == "num":
-        value = float(g("digits").replace(",", ""))
+        value = float(re.sub(r"[,\s]", "", g("digits")))
         suffix = (g("suf") or "").lower()
         e.kind, e.numbers = "number", {value}
-        if suffix == "k":
-            e.numbers.add(value * 1000)
+        if suffix == "k" or g("scale"):
+            e.numbers.add(value * _SCALES.get((g("scale") or "").lower(), 1000))
         elif suffix in ("st", "nd", "rd", "th"):
             e.key = "ordinal"
         elif not suffix and not g("cur") and (clock := _CLOCK_DECIMAL.fullmatch(g("digits"))):
@@ -294,7 +294,8 @@ class _Support:
     months: set[int] = field(default_factory=set)
     relative: set[str] = field(default_factory=set)
     dates: set[tuple[int, int]] = field(default_factory=set)
-    days_of_month: set[int] = field(default_factory=set)
+    days_of_month: set[float] = field(default_factory=set)
+    ordinals: set[float] = field(default_factory=set)
 
     def add_text(self, text: str, sent_at) -> None:
         text = _norm(text)
@@ -305,7 +306,9 @@ class _Support:
         named_days: set[int] = set()
         relative: set[str] = set()
         for e in found:
-            if e.text.casefold() not in ("first", "second"):  # "wait a second" is no 2
+            if e.text.casefold() in ("first", "second"):  # "wait a second" is no 2, but "2nd" is
+                self.ordinals |= e.numbers
+            else:
                 self.numbers |= e.numbers | e.parts
             self.times |= e.times
             for t in e.times:
@@ -322,7 +325,7 @@ class _Support:
             elif e.kind == "date":
                 self.dates |= e.key
                 self.months |= {a for a, _ in e.key if 1 <= a <= 12}
-                self.days_of_month |= {b for _, b in e.key}
+                self.days_of_month |= {float(b) for _, b in e.key}
             elif e.kind == "rel":
                 relative.add(e.key)
         self.weekdays |= named_days
@@ -333,7 +336,7 @@ class _Support:
                 day = sent + timedelta(days=_RELATIVE_OFFSET[word])
                 self.weekdays.add(day.weekday())
                 self.months.add(day.month)
-                self.days_of_month.add(day.day)
+                self.days_of_month.add(float(day.day))
                 self.dates |= {(day.month, day.day), (day.day, day.month)}
             for word, offset in _RELATIVE_OFFSET.items():
                 if (sent + timedelta(days=offset)).weekday() in named_days:
@@ -352,7 +355,7 @@ class _Support:
         if e.kind == "number":
             if e.key == "unchecked" or e.numbers & self.numbers:
                 return True
-            if e.key == "ordinal" and e.numbers & {float(d) for d in self.days_of_month}:
+            if e.key == "ordinal" and e.numbers & (self.ordinals | self.days_of_month):
                 return True
             return bool(e.parts) and e.parts <= self.numbers
         if e.kind == "date":

@@ -174,7 +174,7 @@ class Store:
     def unread_threads(self) -> list[str]:
         """Threads with unread messages, the one waiting longest first."""
         rows = self.db.execute(
-            "SELECT thread FROM messages WHERE read_at IS NULL GROUP BY thread ORDER BY min(seq)"
+            "SELECT thread FROM messages WHERE read_at IS NULL GROUP BY thread ORDER BY min(sent_utc), min(seq)"
         )
         return [thread for (thread,) in rows]
 

@@ -1,0 +1,88 @@
+"""The `tidings` command as a wearer or engineer meets it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tidings.device.config import Config, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "device" / "demo_feed.jsonl"
+
+
+def tidings(*args: str, tmp_path: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    config = tmp_path / "tidings.toml"
+    if not config.exists():
+        config.write_text('[summarizer]\nwearer = "Alex"\n')
+    return subprocess.run([sys.executable, "-m", "tidings.device.cli", "--config", str(config),
+                           "--store", str(tmp_path / "store.db"), *args],
+                          capture_output=True, text=True, input=stdin, timeout=300)
+
+
+def test_summarize_json_prints_one_object_per_thread_with_the_required_fields(tmp_path: Path):
+    result = tidings("summarize", str(DEMO), "--json", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["thread"] for r in records] == ["book-club", "friday-dinner", "roadmap", "family", "landlord"]
+    for record in records:
+        assert {"thread", "summary", "source", "urgency", "needs_reply", "suggestions"} <= set(record)
+        assert record["source"] == "extractive"  # no task adapter is configured
+        assert record["summary"]
+    by_thread = {r["thread"]: r for r in records}
+    assert by_thread["landlord"]["urgency"] == "high" and by_thread["landlord"]["needs_reply"]
+    assert not by_thread["book-club"]["needs_reply"] and by_thread["book-club"]["suggestions"] == []
+    assert "no task adapter" in result.stderr
+    again = tidings("summarize", str(DEMO), "--json", tmp_path=tmp_path)
+    assert again.stdout == "" and "no unread messages" in again.stderr
+
+
+def test_summarize_reads_stdin_and_reports_bad_lines_without_losing_good_ones(tmp_path: Path):
+    feed = DEMO.read_text().splitlines()
+    result = tidings("summarize", "-", "--json", tmp_path=tmp_path, stdin="\n".join([feed[0], "{oops", feed[1]]))
+    assert result.returncode == 0
+    assert "skipped stdin line 2: malformed JSON" in result.stderr
+    [record] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["message_ids"] == ["fam-1", "fam-2"]
+
+
+def test_the_human_output_says_which_path_made_each_summary(tmp_path: Path):
+    result = tidings("summarize", str(DEMO), tmp_path=tmp_path)
+    assert result.stdout.count("(summary by: extractive)") == 5
+    assert "[landlord] from Mr. Okafor (urgency high; needs reply)" in result.stdout
+
+
+def test_a_missing_feed_or_a_bad_config_is_a_clear_error(tmp_path: Path):
+    result = tidings("summarize", str(tmp_path / "missing.jsonl"), tmp_path=tmp_path)
+    assert result.returncode == 2 and "No such file" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "tidings.toml").write_text("[engine]\nthreads = 4\n")
+    result = tidings("summarize", str(DEMO), tmp_path=tmp_path)
+    assert result.returncode == 2 and "unknown key(s) threads in [engine]" in result.stderr
+
+
+def test_models_lists_and_verifies(tmp_path: Path):
+    result = tidings("models", tmp_path=tmp_path)
+    assert result.returncode == 0
+    assert "gemma3-270m-q4_k_m (default)" in result.stdout and "smollm2-135m-instruct-q4_1" in result.stdout
+    assert result.stdout.count("  ok: ") == 2
+
+
+def test_help_explains_every_command():
+    result = subprocess.run([sys.executable, "-m", "tidings.device.cli", "--help"], capture_output=True, text=True)
+    for command in ("summarize", "demo", "ingest", "serve", "models"):
+        assert command in result.stdout
+
+
+def test_the_documented_config_file_is_exactly_the_defaults():
+    assert load_config(REPO / "tidings.toml") == Config()
+
+
+def test_config_type_errors_are_named(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[engine]\nn_ctx = "big"\n')
+    with pytest.raises(ConfigError, match="engine.n_ctx must be int"):
+        load_config(bad)

@@ -1,0 +1,91 @@
+"""The summarizer's model path on the real engine: folding, validation, retry, fallback."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tidings.device.config import SummarizerConfig
+from tidings.device.engine import Engine
+from tidings.device.grounding import check_grounding
+from tidings.device.messages import Message
+from tidings.device.summarizer import Summarizer
+
+pytestmark = pytest.mark.model
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+
+
+def thread(*lines: tuple[str, str]) -> list[Message]:
+    return [Message(f"m{i}", "t", sender, text, T0 + timedelta(minutes=i)) for i, (sender, text) in enumerate(lines)]
+
+
+PICKUP = thread(("Mom", "Can someone pick up Lily at 5:30 today?"), ("Dad", "I can't, my train gets in at 6:15."),
+                ("Mom", "Alex, could you do it? She'll wait at the north gate."))
+
+
+def test_a_long_thread_is_folded_into_pieces_that_fit_and_keep_every_word(engine: Engine):
+    long_thread = thread(*[("Ann" if i % 2 else "Ben", f"Point {i}: the delivery of {i} boxes is due at {i % 12 + 1}pm. " * 3)
+                           for i in range(40)])
+    huge = thread(("Cy", "This sentence is about the budget. " * 400))
+    summarizer = Summarizer(SummarizerConfig(context_budget_tokens=200), engine)
+    for messages in (long_thread, huge):
+        pieces = summarizer.fold(messages)
+        assert len(pieces) > 1
+        for piece in pieces:
+            assert sum(engine.count_tokens(f"{m.sender}: {m.text}\n") for m in piece) <= 200
+        assert " ".join(m.text for p in pieces for m in p).split() == " ".join(m.text for m in messages).split()
+
+
+def test_a_rolling_summary_carries_each_piece_into_the_next_prompt(engine: Engine, monkeypatch):
+    prompts = []
+    real_complete = engine.complete
+
+    def recording_complete(prompt, **kwargs):
+        prompts.append(prompt.text)
+        return real_complete(prompt, **kwargs)
+
+    monkeypatch.setattr(engine, "complete", recording_complete)
+    messages = thread(*[("Ann", f"Item {i}: please order {i} chairs for the hall before Friday.") for i in range(30)])
+    summarizer = Summarizer(SummarizerConfig(context_budget_tokens=120, retries=0, max_summary_tokens=24), engine)
+    pieces = summarizer.fold(messages)
+    summarizer._model_summary(messages, temperature=0.0)
+    assert len(prompts) == len(pieces) >= 3
+    assert "Earlier in the chat" not in prompts[0]
+    assert all("Earlier in the chat" in p for p in prompts[1:])
+    assert "Item 29" in prompts[-1] and "Item 29" not in prompts[0]
+
+
+def test_drafts_that_fail_validation_are_retried_then_replaced_by_the_extractive_summary(engine: Engine):
+    summarizer = Summarizer(SummarizerConfig(max_summary_words=2, retries=1), engine)
+    summary = summarizer.summarize("t", PICKUP)
+    assert summary.source == "extractive"
+    assert len(summary.rejected) == 2
+    assert check_grounding(summary.summary, PICKUP).ok
+    assert summary.needs_reply and 2 <= len(summary.suggestions) <= 3
+
+
+@pytest.mark.parametrize("draft, problem", [
+    ("Mom asks Gregory to pick up Lily at 5:30.", "not grounded"),
+    ("Mom asks Alex to pick up Lily at 7:30.", "not grounded"),
+    ("Mom asks Alex to pick up 3 kids at 5:30.", "not grounded"),
+    ("Mom: Can someone pick up Lily at 5:30 today?", "echoes the prompt"),
+    ("Summarize this chat in one or two sentences: who wants what.", "echoes the prompt"),
+    ("Lily.", "too short"),
+    ("Mom " * 70, "too long"),
+])
+def test_bad_drafts_are_named_for_what_is_wrong(draft, problem):
+    assert problem in Summarizer(SummarizerConfig()).problem_with(draft, PICKUP)
+
+
+def test_a_faithful_draft_passes():
+    draft = "Mom asks Alex to pick up Lily at 5:30 today because Dad's train gets in at 6:15."
+    assert Summarizer(SummarizerConfig()).problem_with(draft, PICKUP) is None
+
+
+def test_without_an_engine_every_summary_is_extractive_and_says_so():
+    summary = Summarizer(SummarizerConfig(wearer="Alex")).summarize("family", PICKUP)
+    assert summary.source == "extractive" and summary.rejected == ()
+    assert summary.senders == ("Mom", "Dad")
+    assert summary.suggestions_source == "template"
+    assert summary.to_json()["message_ids"] == ["m0", "m1", "m2"]
