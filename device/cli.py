@@ -51,7 +51,8 @@ def _announcer(as_json: bool):
 def cmd_summarize(args: argparse.Namespace, config: Config) -> int:
     summarizer = open_summarizer(config, use_adapter=not args.no_adapter)
     with Store(config.store.path) as store:
-        _print_errors(ingest_file(store, args.file), str(args.file))
+        origin = "stdin" if str(args.file) == "-" else str(args.file)
+        _print_errors(ingest_file(store, args.file), origin)
         count = announce_unread(store, summarizer, _announcer(args.json))
     if count == 0:
         print("tidings: no unread messages (threads already summarized are not announced again)", file=sys.stderr)

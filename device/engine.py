@@ -67,6 +67,18 @@ def detect_prompt_format(metadata: dict[str, str], default: str | None) -> Promp
     raise ValueError("cannot tell this model's prompt format: it has no chat template Tidings knows")
 
 
+def tokenize_prompt(llm: llama_cpp.Llama, prompt: Prompt, *, bos: bool = True) -> list[int]:
+    """BOS, then control parts with special tokens, content parts without.
+
+    Training tokenizes with this same function (on a vocabulary-only model),
+    so an adapter learns exactly the token ids it will see on the device.
+    """
+    tokens = [llm.token_bos()] if bos else []
+    for text, is_control in prompt.parts:
+        tokens += llm.tokenize(text.encode("utf-8"), add_bos=False, special=is_control)
+    return tokens
+
+
 class Engine:
     def __init__(self, model: ModelFile, config: EngineConfig = EngineConfig()) -> None:
         started = time.perf_counter()
@@ -96,11 +108,7 @@ class Engine:
         return self.llm.n_ctx()
 
     def tokenize(self, prompt: Prompt) -> list[int]:
-        """BOS, then control parts with special tokens, content parts without."""
-        tokens = [self.llm.token_bos()]
-        for text, is_control in prompt.parts:
-            tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=is_control)
-        return tokens
+        return tokenize_prompt(self.llm, prompt)
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

@@ -1,0 +1,150 @@
+"""Triage: how urgent is a thread, does the wearer owe a reply, and safe quick replies.
+
+Deterministic rules, no model: they run before (and independently of) any
+summary, so a wearer hears "urgent, needs a reply" even when the model is off.
+Only what others said since the wearer last spoke counts: once the wearer has
+answered, the thread is handled. ``fallback_suggestions`` offers generic replies
+that state no facts, so they can never put words in the wearer's mouth.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .messages import Message
+
+Urgency = Literal["low", "normal", "high"]
+
+
+@dataclass(frozen=True)
+class Triage:
+    urgency: Urgency
+    needs_reply: bool
+    reason: str  # short and human-readable, e.g. "asks a question; mentions 'urgent'"
+
+
+# Possessive, line-bound whitespace: a megabyte of blank lines must not backtrack.
+_QUESTION = re.compile(
+    r"\?|^[ \t]*+(?:are|is|do|does|did|can|could|would|will|should|shall|have|has|when|what|where"
+    r"|who|why|how|which|wanna|want)[ \t]++(?:you|u|we|i)\b", re.IGNORECASE | re.MULTILINE)
+_REQUEST = re.compile(
+    r"\b(?:(?:can|could|would|will|are|r) (?:you|u)|please|pls|plz|let me know|lmk"
+    r"|(?:need|want) you to|don'?t forget|remember to|make sure|(?:call|text|ring) me)\b"
+    r"|(?:^|[.!?,;:])[ \t]*+(?:call|text|send|bring|come|check|pick|buy|tell|reply|confirm|meet)\b",
+    re.IGNORECASE | re.MULTILINE)
+# "Are you free?" matches _REQUEST but wants a yes or no, not "Sure, I'll do it."
+_ARE_YOU = re.compile(r"\b(?:are|r) (?:you|u)\b", re.IGNORECASE)
+_URGENT = re.compile(
+    r"\b(?:urgent(?:ly)?|asap|emergency|immediately|right away|right now|leak(?:s|ing)?"
+    r"|hospital|ambulance|911|accident)\b", re.IGNORECASE)
+# "now" alone is everyday ("I'm home now"); it is urgent when asking for something.
+_NOW = re.compile(r"\bnow\b", re.IGNORECASE)
+_SAME_DAY = re.compile(
+    r"\b(?:today|tonight|this (?:morning|afternoon|evening)|in (?:an?|one|half an) hour"
+    r"|in \d+ ?(?:min|mins|minutes|hours?)\b|by (?:\d{1,2}(?:[:.]\d\d)?[ \t]*+(?:am|pm)?|noon|eod)"
+    r"|end of (?:the )?day)\b", re.IGNORECASE)
+_WHEN = re.compile(r"\b(?:when|what time|which day|what day|how soon|how long)\b", re.IGNORECASE)
+_WH = re.compile(r"^[ \t]*+(?:what|where|who|why|how|which)\b", re.IGNORECASE | re.MULTILINE)
+# Plans and changes to them are worth hearing even when nobody asks anything.
+_SCHEDULE = re.compile(
+    r"\b\d{1,2}(?::\d\d|\s?[ap]m)\b|\b(?:tonight|tomorrow|monday|tuesday|wednesday|thursday"
+    r"|friday|saturday|sunday|noon|deadline|meeting|appointment|moved|cancel(?:l?ed)?|postponed"
+    r"|rescheduled)\b", re.IGNORECASE)
+
+_SUGGESTIONS = {
+    "when": ["I'll let you know shortly.", "What time suits you?", "Let me check and get back to you."],
+    "request": ["Sure, I'll do it.", "Sorry, I can't right now.", "Let me check and get back to you."],
+    "yes/no": ["Yes, that works.", "Sorry, I can't.", "Let me check and get back to you."],
+    "open": ["I'll let you know shortly.", "Let me check and get back to you.", "Thanks, got it."],
+    "other": ["Thanks, got it.", "Sounds good.", "Talk later."],
+}
+
+
+def _same(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def _pending(messages: Sequence[Message], wearer: str | None) -> list[Message]:
+    """Messages from others the wearer has not answered yet.
+
+    With a known wearer: everything others sent after the wearer's last message
+    (all of it if the wearer has not spoken). Without one: the last speaker's
+    closing run of messages, the part a newcomer to the thread would react to.
+    """
+    if wearer:
+        spoke = [i for i, m in enumerate(messages) if _same(m.sender, wearer)]
+        return [m for m in messages[spoke[-1] + 1 if spoke else 0:] if not _same(m.sender, wearer)]
+    tail: list[Message] = []
+    for message in reversed(messages):
+        if tail and not _same(message.sender, tail[-1].sender):
+            break
+        tail.append(message)
+    return tail[::-1]
+
+
+def _addresses(text: str, wearer: str | None) -> bool:
+    names = "|".join(re.escape(n) for n in (wearer or "").split() if len(n) > 1)
+    return bool(names) and re.search(rf"(?<!\w)@?(?:{names})(?!\w)", text, re.IGNORECASE) is not None
+
+
+def triage(messages: Sequence[Message], wearer: str | None = None) -> Triage:
+    """Urgency and whether a reply is owed, from what others said since the wearer spoke."""
+    pending = _pending(messages, wearer)
+    if not pending:
+        return Triage("low", False, "nothing new from others" if messages else "no messages")
+    text = "\n".join(m.text for m in pending)
+    reasons: list[str] = []
+    asks = bool(_QUESTION.search(text))
+    requests = bool(_REQUEST.search(text))
+    named = _addresses(text, wearer)
+    if asks:
+        reasons.append("asks a question")
+    if requests:
+        reasons.append("makes a request")
+    if named:
+        reasons.append(f"addresses {wearer}")
+    needs_reply = asks or requests or named
+    urgent = [m.group(0).lower() for m in _URGENT.finditer(text)]
+    if needs_reply and _NOW.search(text):
+        urgent.append("now")
+    deadline = _SAME_DAY.search(text) if needs_reply else None
+    for word in dict.fromkeys(urgent):
+        reasons.append(f"mentions '{word}'")
+    if deadline:
+        reasons.append(f"same-day deadline '{deadline.group(0).lower()}'")
+    if urgent or deadline:
+        urgency: Urgency = "high"
+    elif needs_reply or _SCHEDULE.search(text):
+        urgency = "normal"
+        if not needs_reply:
+            reasons.append("mentions a time or plan")
+    else:
+        urgency = "low"
+        reasons.append("social chatter or FYI")
+    return Triage(urgency, needs_reply, "; ".join(reasons))
+
+
+def _kind(text: str) -> str:
+    """What sort of reply the latest question or request calls for."""
+    if _WHEN.search(text):
+        return "when"
+    if _REQUEST.search(text) and not _ARE_YOU.search(text):
+        return "request"
+    if _WH.search(text):
+        return "open"
+    if _QUESTION.search(text):
+        return "yes/no"
+    return "other"
+
+
+def fallback_suggestions(messages: Sequence[Message], wearer: str | None = None) -> list[str]:
+    """Two or three generic replies, chosen by the kind of the latest ask; they add no facts."""
+    pending = _pending(messages, wearer)
+    for message in reversed(pending):
+        kind = _kind(message.text)
+        if kind != "other":
+            return list(_SUGGESTIONS[kind])
+    return list(_SUGGESTIONS["other"])

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # the property test below is skipped; everything else still runs
+    given = settings = st = None
+
+from tidings.device.extractive import extractive_summary
+from tidings.device.grounding import check_grounding
+from tidings.device.messages import Message
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+START = datetime(2024, 5, 16, 9, 0, tzinfo=timezone.utc)
+
+
+def thread(*pairs: tuple[str, str]) -> list[Message]:
+    return [Message(str(i), "t", sender, text, START + timedelta(minutes=i))
+            for i, (sender, text) in enumerate(pairs)]
+
+
+def dialogue_messages(dialogue: str) -> list[Message]:
+    lines = [line for line in re.split(r"\r?\n", dialogue) if line.strip()]
+    return thread(*((line.partition(": ")[0].strip() or "?", line.partition(": ")[2]) for line in lines))
+
+
+def clauses(summary: str) -> list[tuple[str, str]]:
+    """(sender, quoted text) pairs of a rendered summary with known senders."""
+    return re.findall(r"(Priya|Tom|Ann): (.*?)(?= (?:Priya|Tom|Ann): |$)", summary)
+
+
+def test_picks_the_informative_messages_verbatim_with_senders_in_order():
+    msgs = thread(("Tom", "hey"), ("Priya", "lol"), ("Priya", "The review moved to Friday at 2pm."),
+                  ("Tom", "haha nice"), ("Tom", "Can you send the slides by Thursday?"), ("Ann", "ok"))
+    summary = extractive_summary(msgs)
+    assert summary == "Priya: The review moved to Friday at 2pm. Tom: Can you send the slides by Thursday?"
+    assert check_grounding(summary, msgs)
+
+
+def test_chronological_order_follows_sent_at_not_input_order():
+    early, late = thread(("Priya", "Can you book the room for Monday?"),
+                         ("Tom", "Booked room 4 for Monday at 10am."))
+    summary = extractive_summary([late, early])
+    assert summary.index("Priya:") < summary.index("Tom:")
+
+
+def test_single_message_and_word_budget():
+    long = ("We need to decide where the offsite happens, whether we book the train or drive, "
+            "who brings the projector, and how many rooms we need for the 14 people coming; "
+            "also please confirm the budget by Friday because finance closes the books then.")
+    summary = extractive_summary(thread(("Priya", long)), max_words=20)
+    assert summary.startswith("Priya: We need to decide where the offsite happens")
+    assert summary.endswith("…")
+    assert len(summary.split()) <= 22
+    quoted = summary.removeprefix("Priya: ").removesuffix("…")
+    assert long.startswith(quoted)  # cut only, never reworded
+    assert check_grounding(summary, thread(("Priya", long)))
+
+
+def test_empty_texts_are_skipped_or_reported_honestly():
+    assert extractive_summary(thread(("Tom", ""))) == "Tom sent an empty message."
+    assert extractive_summary(thread(("Tom", " "), ("Ann", "\n"))) == "Tom, Ann sent empty messages."
+    assert extractive_summary(thread(("Tom", ""), ("Ann", "Dinner at 7?"))) == "Ann: Dinner at 7?"
+    assert extractive_summary([]) == "No messages."
+
+
+def test_500_messages_stay_within_budget_and_grounded():
+    msgs = thread(*((["Priya", "Tom", "Ann"][i % 3], f"update {i}: item {i % 17} is done, next is {i + 1}")
+                    for i in range(500)))
+    start = time.perf_counter()
+    summary = extractive_summary(msgs, max_words=40)
+    assert time.perf_counter() - start < 2.0
+    assert 0 < len(summary.split()) <= 43
+    assert check_grounding(summary, msgs)
+
+
+def test_megabyte_message_is_fast_and_grounded():
+    text = ("Please call me about the leak at 6pm on Friday, it's urgent. " + "blah " * 200_000)[:1_000_000]
+    msgs = thread(("Tom", text))
+    start = time.perf_counter()
+    summary = extractive_summary(msgs)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 3.0, f"{elapsed:.2f}s for a 1 MB message"
+    assert summary.startswith("Tom: Please call me about the leak at 6pm on Friday")
+    assert len(summary.split()) <= 43
+
+
+def test_unspeakable_blob_is_not_read_out():
+    assert extractive_summary(thread(("Tom", "x" * 5000))) == "Tom sent a message."
+
+
+def test_emoji_and_rtl():
+    msgs = thread(("Priya", "🎉🎉 שלום! مرحبا، كيف حالك؟"), ("Tom", "Can we meet at 5? 🙏"))
+    summary = extractive_summary(msgs)
+    assert "Priya: مرحبا، كيف حالك؟" in summary  # an Arabic question counts as a question
+    assert "Tom: Can we meet at 5?" in summary
+    assert check_grounding(summary, msgs)
+
+
+def test_every_samsum_validation_summary_is_grounded():
+    path = DATA / "samsum_validation.json"
+    if not path.exists():
+        pytest.skip(f"calibration data not found at {path}")
+    failures = []
+    for record in json.loads(path.read_text(encoding="utf-8")):
+        msgs = dialogue_messages(record["dialogue"])
+        summary = extractive_summary(msgs)
+        report = check_grounding(summary, msgs)
+        if not report or not summary or len(summary.split()) > 43:
+            failures.append((record["id"], summary, report.unsupported))
+    assert failures == []
+
+
+@pytest.mark.skipif(given is None, reason="hypothesis is not installed")
+def test_property_extractive_output_is_always_grounded():
+    # Random Unicode, plus word salad of the tokens the grounding rules care about.
+    chat_text = st.one_of(st.text(max_size=200), st.lists(st.sampled_from([
+        "at", "6", "6pm", "18:30", "Friday", "tomorrow", "Tom", "three", "?", "please", "20,", "000",
+        "sat", "on", "May", "5th", "3/4", "…", ".", ",", "\n", "🎉", "שלום", "twenty", "five",
+        "o'clock", "half", "past", "$15", "urgent", "Gregory's", "#Person1#", "10.30", "4-5:30", "k",
+    ]), max_size=40).map(" ".join))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.text(min_size=1, max_size=12), chat_text), min_size=1, max_size=12),
+           st.integers(min_value=1, max_value=60))
+    def check(pairs: list[tuple[str, str]], max_words: int) -> None:
+        msgs = thread(*pairs)
+        summary = extractive_summary(msgs, max_words=max_words)
+        assert summary
+        assert len(summary.split()) <= max(max_words, 4) + 4
+        assert check_grounding(summary, msgs), summary
+
+    check()
