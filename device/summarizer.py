@@ -66,7 +66,7 @@ class Summarizer:
             raise ValueError(f"thread {thread!r} has no messages to summarize")
         others = [m for m in messages if m.sender != self.config.wearer] or list(messages)
         triaged = triage(messages, self.config.wearer or None)
-        summary, source, rejected = self._summary(messages)
+        summary, source, rejected = self.summary_text(messages)
         suggestions, suggestions_source = self._suggestions(messages, triaged)
         return ThreadSummary(
             thread=thread,
@@ -83,19 +83,20 @@ class Summarizer:
 
     # -- the summary ------------------------------------------------------------
 
-    def _summary(self, messages: Sequence[Message]) -> tuple[str, Source, list[str]]:
+    def summary_text(self, messages: Sequence[Message]) -> tuple[str, Source, list[str]]:
+        """(summary, the path that produced it, why model drafts were rejected)."""
         rejected: list[str] = []
         if self.engine is not None:
             for attempt in range(1 + self.config.retries):
                 # A greedy retry would repeat the same words; the retry samples.
-                draft = self._model_summary(messages, temperature=0.0 if attempt == 0 else 0.7)
+                draft = self.model_summary(messages, temperature=0.0 if attempt == 0 else 0.7)
                 problem = self.problem_with(draft, messages)
                 if problem is None:
                     return draft, "model", rejected
                 rejected.append(problem)
         return extractive_summary(messages, self.config.extractive_max_words), "extractive", rejected
 
-    def _model_summary(self, messages: Sequence[Message], temperature: float) -> str:
+    def model_summary(self, messages: Sequence[Message], temperature: float) -> str:
         earlier = ""
         for piece in self.fold(messages):
             prompt = summary_prompt(self.engine.prompt_format, render_dialogue(piece), earlier)

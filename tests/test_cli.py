@@ -86,3 +86,12 @@ def test_config_type_errors_are_named(tmp_path: Path):
     bad.write_text('[engine]\nn_ctx = "big"\n')
     with pytest.raises(ConfigError, match="engine.n_ctx must be int"):
         load_config(bad)
+
+
+def test_the_on_device_path_never_imports_torch(tmp_path: Path):
+    probe = ("import sys; from tidings.device.cli import main; "
+             f"code = main(['--store', {str(tmp_path / 's.db')!r}, 'summarize', {str(DEMO)!r}, '--json']); "
+             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 5

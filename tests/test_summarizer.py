@@ -49,7 +49,7 @@ def test_a_rolling_summary_carries_each_piece_into_the_next_prompt(engine: Engin
     messages = thread(*[("Ann", f"Item {i}: please order {i} chairs for the hall before Friday.") for i in range(30)])
     summarizer = Summarizer(SummarizerConfig(context_budget_tokens=120, retries=0, max_summary_tokens=24), engine)
     pieces = summarizer.fold(messages)
-    summarizer._model_summary(messages, temperature=0.0)
+    summarizer.model_summary(messages, temperature=0.0)
     assert len(prompts) == len(pieces) >= 3
     assert "Earlier in the chat" not in prompts[0]
     assert all("Earlier in the chat" in p for p in prompts[1:])

@@ -1,0 +1,157 @@
+"""Summary quality on the SAMSum test set, through llama.cpp: the on-device path.
+
+For every test dialogue, in the same run:
+
+* adapter: the base model with the task adapter, greedy, as the engine runs it;
+* device: what the wearer hears: that draft if it passes the checks, else a
+  sampled retry, else the extractive summary (the summarizer's own logic);
+* base: the same prompt on the bare base model (baseline);
+* extractive: the extractive summary alone (baseline).
+
+ROUGE-1/2/L F1 (Google's rouge-score, stemming on) against the human
+references, the share of summaries passing the grounding validator, and
+published scores to place them among. Writes JSON, per-dialogue JSONL and a PNG.
+
+    python -m tidings.bench.summary_eval --adapter models/adapters/tidings-task/adapter.gguf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rouge_score import rouge_scorer
+from tqdm import tqdm
+
+from tidings.device.config import Config, EngineConfig, SummarizerConfig
+from tidings.device.engine import Engine
+from tidings.device.extractive import extractive_summary
+from tidings.device.grounding import check_grounding
+from tidings.device.prompts import render_dialogue, summary_prompt
+from tidings.device.summarizer import Summarizer
+from tidings.models.registry import DEFAULT_MODEL, resolve_model
+from tidings.models.training.data import DATA_DIR, load_samsum
+
+PUBLISHED = {  # SAMSum test, ROUGE-1/2/L
+    "t5-base zero-shot": (22.7, 6.6, 19.2),
+    "bart-base fine-tuned": (44.2, 21.0, 37.5),
+    "flan-t5-base fine-tuned": (47.4, 24.0, 40.1),
+}
+VARIANTS = ("adapter", "device", "base", "extractive")
+
+
+def score(scorer: rouge_scorer.RougeScorer, rows: list[dict], variant: str) -> dict:
+    scores = [scorer.score(r["reference"], r[variant]) for r in rows]
+    return {
+        "rouge1": 100 * statistics.fmean(s["rouge1"].fmeasure for s in scores),
+        "rouge2": 100 * statistics.fmean(s["rouge2"].fmeasure for s in scores),
+        "rougeL": 100 * statistics.fmean(s["rougeL"].fmeasure for s in scores),
+        "grounded_share": statistics.fmean(r[f"{variant}_grounded"] for r in rows),
+        "mean_words": statistics.fmean(len(r[variant].split()) for r in rows),
+    }
+
+
+def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: int) -> tuple[dict, list[dict]]:
+    config = Config()
+    model = resolve_model(DEFAULT_MODEL, config.model.cache_dir)
+    dialogues = load_samsum(DATA_DIR / "samsum_test.json")[:limit]
+    engine = Engine(model, EngineConfig(n_ctx=2048, n_threads=threads))
+    engine.load_adapter(adapter, "task")
+    summarizer = Summarizer(SummarizerConfig(), engine)
+    rows: list[dict] = []
+    timings: dict[str, list[float]] = {v: [] for v in variants}
+    for dialogue in tqdm(dialogues, desc="SAMSum test", unit="dialogue"):
+        messages = list(dialogue.messages)
+        row: dict = {"id": dialogue.id, "reference": dialogue.summary}
+        prompt = summary_prompt(engine.prompt_format, render_dialogue(messages))
+        for variant in variants:
+            started = time.perf_counter()
+            if variant == "extractive":
+                text = extractive_summary(messages, summarizer.config.extractive_max_words)
+            elif variant == "base":
+                engine.set_adapters({})
+                text = engine.complete(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",)).text
+            else:
+                engine.set_adapters({"task": 1.0})
+                if variant == "adapter":
+                    text = engine.complete(prompt, max_tokens=summarizer.config.max_summary_tokens,
+                                           stop=("\n\n",)).text
+                else:
+                    text, source, rejected = summarizer.summary_text(messages)
+                    row["device_source"] = source
+            timings[variant].append(time.perf_counter() - started)
+            row[variant] = " ".join(text.split())
+            row[f"{variant}_grounded"] = check_grounding(row[variant], messages).ok
+        rows.append(row)
+    engine.close()
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    report = {
+        "benchmark": "summary_quality",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": "SAMSum test", "dialogues": len(rows),
+        "model": model.name, "adapter": str(adapter),
+        "rouge": "rouge-score 0.1.2, F1, use_stemmer=True, x100",
+        "results": {v: score(scorer, rows, v) | {"seconds_p50": statistics.median(timings[v])} for v in variants},
+        "published": {k: dict(zip(("rouge1", "rouge2", "rougeL"), v)) for k, v in PUBLISHED.items()},
+    }
+    if "device" in variants:
+        report["results"]["device"]["model_share"] = statistics.fmean(r["device_source"] == "model" for r in rows)
+    return report, rows
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["results"]) + list(report["published"])
+    values = [report["results"][n]["rougeL"] for n in report["results"]] + \
+             [report["published"][n]["rougeL"] for n in report["published"]]
+    colors = ["#2b7bba"] * len(report["results"]) + ["#bbbbbb"] * len(report["published"])
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    bars = ax.barh(names[::-1], values[::-1], color=colors[::-1])
+    ax.bar_label(bars, fmt="%.1f", padding=3)
+    ax.axvline(35, color="#d62728", ls="--", lw=1, label="floor 35")
+    ax.axvline(37.5, color="#2ca02c", ls="--", lw=1, label="goal 37.5 (bart-base)")
+    ax.set_xlabel("ROUGE-L F1 on SAMSum test (blue: Tidings through llama.cpp; grey: published)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", type=Path, default=Path("models/adapters/tidings-task/adapter.gguf"))
+    parser.add_argument("--limit", type=int, help="only the first N test dialogues (quick look; not the reported number)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    variants = tuple(v for v in args.variants.split(",") if v)
+    report, rows = run(args.adapter, args.limit, variants, args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "summary_quality" + (f"_first{args.limit}" if args.limit else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    with (args.out / f"{stem}.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    plot(report, args.out / f"{stem}.png")
+    print(f"{'variant':<12} {'R-1':>6} {'R-2':>6} {'R-L':>6} {'grounded':>9} {'words':>6}")
+    for name, r in report["results"].items():
+        print(f"{name:<12} {r['rouge1']:6.1f} {r['rouge2']:6.1f} {r['rougeL']:6.1f} {r['grounded_share']:9.1%} "
+              f"{r['mean_words']:6.1f}")
+    for name, (r1, r2, rl) in PUBLISHED.items():
+        print(f"{name:<24} {r1:.1f}/{r2:.1f}/{rl:.1f} (published)")
+    print(f"saved {args.out / stem}.json, .jsonl and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The adapter recipe: shared prompts, resumable training, and PEFT -> GGUF -> llama.cpp agreement."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs the `train` extra")
+
+from tidings.device.config import Config, EngineConfig  # noqa: E402
+from tidings.device.engine import Engine  # noqa: E402
+from tidings.device.prompts import FORMATS, render_dialogue, summary_prompt  # noqa: E402
+from tidings.models.training.data import (  # noqa: E402
+    DATA_DIR, build_examples, dialogue_messages, reply_example, split_holdout, summary_example, training_dialogues,
+)
+from tidings.models.training.export import export_peft_model  # noqa: E402
+from tidings.models.training.hf_base import load_hf_base  # noqa: E402
+from tidings.models.training.train import Tokenizer, TrainConfig, attach_lora, tokenize_examples, train_lora  # noqa: E402
+
+pytestmark = pytest.mark.model
+GEMMA = FORMATS["gemma"]
+needs_data = pytest.mark.skipif(not (DATA_DIR / "samsum_validation.json").exists(), reason=f"no data in {DATA_DIR}")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_model):
+    return Tokenizer(embedded_model.path)
+
+
+def test_training_and_inference_build_the_same_prompt_and_the_same_tokens(engine: Engine, tokenizer):
+    messages = dialogue_messages("d1", "Ann: Lunch at 12:30?\r\nBen: Sure, the usual place \U0001F35C\nAnn: Great")
+    from tidings.models.training.data import Dialogue
+
+    example = summary_example(GEMMA, Dialogue("d1", "samsum", messages, "Ann and Ben meet for lunch at 12:30."))
+    inference = summary_prompt(engine.prompt_format, render_dialogue(messages))
+    assert example.prompt == inference
+    tokenized = tokenizer.example(example, GEMMA.end_of_turn)
+    assert tokenized.ids[: tokenized.answer_start] == engine.tokenize(inference)
+    end_of_turn = engine.llm.tokenize(b"<end_of_turn>", add_bos=False, special=True)
+    assert tokenized.ids[-1:] == end_of_turn
+
+
+def test_reply_examples_predict_the_next_turn_from_the_turns_before_it():
+    from tidings.models.training.data import Dialogue
+
+    messages = dialogue_messages("d2", "Ann: Are you coming tonight?\nBen: Yes, I'll be there at 8.\nAnn: Great")
+    example = reply_example(GEMMA, Dialogue("d2", "samsum", messages, "s"), random.Random(0))
+    assert example.answer == "Yes, I'll be there at 8."
+    assert "Ann: Are you coming tonight?" in example.prompt.text and "there at 8" not in example.prompt.text
+    assert "as Ben" in example.prompt.text
+
+
+@needs_data
+def test_the_test_split_is_never_a_training_source_and_the_holdout_is_fixed():
+    dialogues = training_dialogues()
+    assert {d.corpus for d in dialogues} == {"samsum", "dialogsum"}
+    assert not any(d.id.isdigit() for d in dialogues if d.corpus == "samsum")  # test ids are numeric
+    train_a, held_a = split_holdout(dialogues, 0.08, seed=0)
+    train_b, held_b = split_holdout(dialogues, 0.08, seed=0)
+    assert [d.id for d in held_a] == [d.id for d in held_b]
+    assert not {d.id for d in train_a} & {d.id for d in held_a}
+
+
+def _tiny_examples(tokenizer, n: int = 6):
+    from tidings.models.training.data import Dialogue
+
+    dialogues = [Dialogue(f"d{i}", "samsum", dialogue_messages(f"d{i}", f"Ann: Meet at {i + 1}pm?\nBen: OK, see you."),
+                          f"Ann and Ben meet at {i + 1}pm.") for i in range(n)]
+    examples, _ = tokenize_examples(tokenizer, build_examples(GEMMA, dialogues, reply_share=0.0, seed=0),
+                                    GEMMA.end_of_turn, 256)
+    return examples
+
+
+def test_an_interrupted_run_resumes_to_exactly_the_same_adapter(embedded_model, tokenizer, tmp_path: Path):
+    config = TrainConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj"), batch_tokens=200, epochs=1,
+                         checkpoint_every=1, bf16=False, warmup_steps=1)
+    examples = _tiny_examples(tokenizer)
+    cache = Config().model.cache_dir
+    calls = iter(range(100))
+    _, stopped = train_lora(load_hf_base(embedded_model, cache), examples, [], config, tmp_path / "resumed",
+                            pad_id=1, should_stop=lambda: next(calls) >= 2)
+    assert stopped.step == 2
+    resumed, state = train_lora(load_hf_base(embedded_model, cache), examples, [], config, tmp_path / "resumed", pad_id=1)
+    straight, straight_state = train_lora(load_hf_base(embedded_model, cache), examples, [], config,
+                                          tmp_path / "straight", pad_id=1)
+    assert state.step == straight_state.step > 2
+    assert [h["loss"] for h in state.history] == [h["loss"] for h in straight_state.history]
+    for (name, a), (_, b) in zip(resumed.named_parameters(), straight.named_parameters()):
+        if a.requires_grad:
+            assert torch.equal(a, b), name
+
+
+def _last_logits(engine: Engine, ids: list[int]) -> np.ndarray:
+    engine.reset_cache()
+    engine.llm.eval(ids)
+    return np.array(engine.llm.scores[engine.llm.n_tokens - 1], dtype=np.float64)
+
+
+def test_peft_to_gguf_conversion_agrees_with_pytorch_in_llama_cpp(embedded_model, tokenizer, tmp_path: Path):
+    """The adapter's effect on the next-token logits is the same in both runtimes."""
+    torch.manual_seed(0)
+    model = attach_lora(load_hf_base(embedded_model, Config().model.cache_dir),
+                        TrainConfig(rank=4, alpha=8, target_modules=("q_proj", "v_proj", "down_proj")))
+    with torch.no_grad():  # PEFT starts B at zero, a no-op adapter: give it a real effect
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.02)
+    adapter = export_peft_model(model, tmp_path / "adapter.gguf")
+    prompts = [e.ids[: e.answer_start] for e in _tiny_examples(tokenizer, 3)]
+    with Engine(embedded_model, EngineConfig(n_ctx=512, n_threads=2, n_batch=512)) as engine:
+        engine.load_adapter(adapter, "a")
+        for ids in prompts:
+            engine.set_adapters({})
+            llama_base = _last_logits(engine, ids)
+            engine.set_adapters({"a": 1.0})
+            llama_lora = _last_logits(engine, ids)
+            with torch.no_grad(), model.disable_adapter():
+                torch_base = model(input_ids=torch.tensor([ids])).logits[0, -1].double().numpy()
+            with torch.no_grad():
+                torch_lora = model(input_ids=torch.tensor([ids])).logits[0, -1].double().numpy()
+            delta_llama, delta_torch = llama_lora - llama_base, torch_lora - torch_base
+            cosine = delta_llama @ delta_torch / (np.linalg.norm(delta_llama) * np.linalg.norm(delta_torch))
+            assert np.abs(delta_torch).max() > 1.0  # the adapter really moves the logits
+            assert cosine > 0.95
+            assert int(llama_lora.argmax()) == int(torch_lora.argmax())
