@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from .grounding import check_grounding
-from .messages import Message
+from tidings.device.grounding import check_grounding
+from tidings.device.messages import Message
 
 # Possessive quantifiers: long whitespace runs must not cost quadratic backtracking.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?…؟。！？])\s++|\n\s*+")

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .messages import Message
+from tidings.device.messages import Message
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .messages import Message
+from tidings.device.messages import Message
 
 Urgency = Literal["low", "normal", "high"]
 
