@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from tidings.device.config import Config
 from tidings.device.engine import Engine
 from tidings.device.store import Store
 from tidings.device.summarizer import Summarizer, ThreadSummary
-from tidings.models.registry import load_manifest, resolve_model
+from tidings.models.registry import load_adapter_manifest, load_manifest, resolve_adapter, resolve_model
 
 log = logging.getLogger("tidings")
 TASK_ADAPTER = "task"
@@ -32,23 +31,24 @@ def open_engine(config: Config) -> Engine:
 def open_summarizer(config: Config, *, use_adapter: bool = True) -> Summarizer:
     """A summarizer on the model path when the model can summarize, else extractive only.
 
-    The embedded Gemma 3 270M is a base model: without a task adapter it echoes
-    prompts, so it is not loaded at all unless an adapter is configured or the
-    caller asks to see the bare base (`use_adapter=False`).
+    The embedded Gemma 3 270M is a base model: without its task adapter it
+    echoes prompts, so it is not loaded at all unless an adapter is configured
+    or the caller asks to see the bare base (`use_adapter=False`).
     """
-    adapter = config.model.task_adapter
-    manifest = load_manifest()
-    spec = manifest.get(config.model.name)
-    instruction_tuned = bool(spec and spec.instruction_tuned)
-    if use_adapter and not adapter and not instruction_tuned:
-        log.warning(
-            "no task adapter configured for %s, a base model: summaries are extractive "
-            "(set [model] task_adapter to use the model)", config.model.name
-        )
+    adapter = config.model.task_adapter if use_adapter else ""
+    shipped = load_adapter_manifest().get(adapter)
+    if shipped and shipped.base != config.model.name:
+        log.warning("the shipped adapter %r is for %s, not %s: running without it", adapter, shipped.base,
+                    config.model.name)
+        adapter = ""
+    spec = load_manifest().get(config.model.name)
+    if use_adapter and not adapter and not (spec and spec.instruction_tuned):
+        log.warning("no task adapter for %s, a base model: summaries are extractive "
+                    "(set [model] task_adapter to use the model)", config.model.name)
         return Summarizer(config.summarizer)
     engine = open_engine(config)
-    if use_adapter and adapter:
-        engine.load_adapter(Path(adapter).expanduser(), name=TASK_ADAPTER)
+    if adapter:
+        engine.load_adapter(resolve_adapter(adapter, engine.model), name=TASK_ADAPTER)
         engine.set_adapters({TASK_ADAPTER: config.model.task_adapter_scale})
         log.info("task adapter %s active at scale %.2f", adapter, config.model.task_adapter_scale)
     return Summarizer(config.summarizer, engine)

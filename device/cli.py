@@ -16,7 +16,7 @@ from tidings.device.engine import AdapterError
 from tidings.device.ingest import IngestServer, ingest_file, report_json
 from tidings.device.store import IngestReport, Store
 from tidings.device.summarizer import ThreadSummary
-from tidings.models.registry import ModelError, ensure_model, load_manifest
+from tidings.models.registry import ModelError, ensure_model, load_adapter_manifest, load_manifest, verify_file
 
 log = logging.getLogger("tidings")
 DEMO_WEARER = "Alex"
@@ -103,6 +103,15 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
         except ModelError as exc:
             failed += 1
             print("  " + str(exc).replace("\n", "\n  "))
+    for name, adapter in load_adapter_manifest().items():
+        default = " (default)" if name == config.model.task_adapter else ""
+        print(f"adapter {name}{default}: {adapter.description}")
+        print(f"  for {adapter.base}, license: {adapter.license}")
+        if adapter.path.is_file() and verify_file(adapter.path, adapter.sha256, force=args.verify):
+            print(f"  ok: {adapter.path} ({adapter.path.stat().st_size / 1e6:.1f} MB, sha256 {adapter.sha256[:12]}…)")
+        else:
+            failed += 1
+            print(f"  missing or corrupt: {adapter.path} (restore it from the repository)")
     return 1 if failed and args.verify else 0
 
 

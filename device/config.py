@@ -28,9 +28,10 @@ class ModelConfig:
     # A name from models/manifest.toml, or a path to any GGUF file.
     name: str = "gemma3-270m-q4_k_m"
     cache_dir: Path = field(default_factory=lambda: _cache_home() / "models")
-    # The LoRA task adapter that teaches the base model to summarize (a GGUF
-    # path); empty means none, and summaries then come from the extractive path.
-    task_adapter: str = ""
+    # The LoRA task adapter that teaches the base model to summarize: a shipped
+    # adapter's name (models/manifest.toml) or a GGUF path; empty means none,
+    # and summaries then come from the extractive path.
+    task_adapter: str = "tidings-task"
     task_adapter_scale: float = 1.0
 
 
@@ -69,12 +70,30 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class VoiceConfig:
+    # "hibari" (natural voice) or "espeak" (robotic, lighter); without the
+    # hibari-tts package Tidings falls back to espeak-ng and says so.
+    tts_engine: str = "hibari"
+    # Only hibari's "heart" ships in its package; the others would download.
+    voice: str = "heart"
+    # Substrings of sound device names; empty means the system default.
+    microphone: str = ""
+    speaker: str = ""
+    stt_threads: int = 2
+    # Silero speech probability that starts an utterance.
+    vad_threshold: float = 0.5
+    # Silence that ends an utterance.
+    vad_hangover_ms: int = 700
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
 
 
 class ConfigError(ValueError):

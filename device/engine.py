@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 from tidings.device.config import EngineConfig
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
@@ -68,12 +69,14 @@ def detect_prompt_format(metadata: dict[str, str], default: str | None) -> Promp
 
 
 def tokenize_prompt(llm: llama_cpp.Llama, prompt: Prompt, *, bos: bool = True) -> list[int]:
-    """BOS, then control parts with special tokens, content parts without.
+    """BOS (where the model wants one), then control parts with special tokens, content parts without.
 
     Training tokenizes with this same function (on a vocabulary-only model),
     so an adapter learns exactly the token ids it will see on the device.
+    SmolLM2's BOS is `<|im_start|>` and its metadata says not to add it: its
+    prompts open with that token already.
     """
-    tokens = [llm.token_bos()] if bos else []
+    tokens = [llm.token_bos()] if bos and llm._model.add_bos_token() else []
     for text, is_control in prompt.parts:
         tokens += llm.tokenize(text.encode("utf-8"), add_bos=False, special=is_control)
     return tokens
@@ -112,6 +115,17 @@ class Engine:
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def next_token_logits(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate `tokens` from an empty cache; the logits for the token after them.
+
+        Read from the context directly: llama-cpp-python keeps per-token
+        scores only when built with logits_all, which costs memory.
+        """
+        self.reset_cache()
+        self.llm.eval(tokens)
+        logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(logits, shape=(self.llm.n_vocab(),)).astype(np.float64)
 
     # -- generation ---------------------------------------------------------
 

@@ -54,6 +54,14 @@ class ThreadSummary:
         return record
 
 
+@dataclass(frozen=True)
+class SummaryOutcome:
+    text: str
+    source: Source
+    rejected: tuple[str, ...]  # why each turned-down model draft was turned down
+    drafts: tuple[str, ...]  # every model draft, in order (the first is greedy)
+
+
 class Summarizer:
     """Summaries from `engine` when given one, else extractive summaries only."""
 
@@ -66,35 +74,37 @@ class Summarizer:
             raise ValueError(f"thread {thread!r} has no messages to summarize")
         others = [m for m in messages if m.sender != self.config.wearer] or list(messages)
         triaged = triage(messages, self.config.wearer or None)
-        summary, source, rejected = self.summary_text(messages)
+        outcome = self.summary_text(messages)
         suggestions, suggestions_source = self._suggestions(messages, triaged)
         return ThreadSummary(
             thread=thread,
-            summary=summary,
-            source=source,
+            summary=outcome.text,
+            source=outcome.source,
             urgency=triaged.urgency,
             needs_reply=triaged.needs_reply,
             suggestions=tuple(suggestions),
             suggestions_source=suggestions_source,
             senders=tuple(dict.fromkeys(m.sender for m in others)),
             message_ids=tuple(m.id for m in messages),
-            rejected=tuple(rejected),
+            rejected=outcome.rejected,
         )
 
     # -- the summary ------------------------------------------------------------
 
-    def summary_text(self, messages: Sequence[Message]) -> tuple[str, Source, list[str]]:
-        """(summary, the path that produced it, why model drafts were rejected)."""
+    def summary_text(self, messages: Sequence[Message]) -> SummaryOutcome:
+        drafts: list[str] = []
         rejected: list[str] = []
         if self.engine is not None:
             for attempt in range(1 + self.config.retries):
                 # A greedy retry would repeat the same words; the retry samples.
                 draft = self.model_summary(messages, temperature=0.0 if attempt == 0 else 0.7)
+                drafts.append(draft)
                 problem = self.problem_with(draft, messages)
                 if problem is None:
-                    return draft, "model", rejected
+                    return SummaryOutcome(draft, "model", tuple(rejected), tuple(drafts))
                 rejected.append(problem)
-        return extractive_summary(messages, self.config.extractive_max_words), "extractive", rejected
+        text = extractive_summary(messages, self.config.extractive_max_words)
+        return SummaryOutcome(text, "extractive", tuple(rejected), tuple(drafts))
 
     def model_summary(self, messages: Sequence[Message], temperature: float) -> str:
         earlier = ""

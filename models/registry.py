@@ -179,3 +179,43 @@ def resolve_model(name_or_path: str, cache_dir: Path) -> ModelFile:
         return ModelFile(path, None)
     known = ", ".join(manifest)
     raise ModelError(f"unknown model {name_or_path!r}.\n  fix: use one of {known}, or a path to a .gguf file")
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str
+    description: str
+    base: str
+    file: str  # relative to this folder
+    sha256: str
+    license: str
+
+    @property
+    def path(self) -> Path:
+        return MANIFEST.parent / self.file
+
+
+def load_adapter_manifest(path: Path = MANIFEST) -> dict[str, AdapterSpec]:
+    with path.open("rb") as f:
+        entries = tomllib.load(f).get("adapters", {})
+    return {name: AdapterSpec(name=name, **fields) for name, fields in entries.items()}
+
+
+def resolve_adapter(name_or_path: str, model: ModelFile) -> Path:
+    """A shipped adapter by name (checked against its sha256 and base model) or a GGUF path."""
+    shipped = load_adapter_manifest()
+    if name_or_path not in shipped:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ModelError(f"adapter {name_or_path!r} is neither a shipped adapter ({', '.join(shipped)}) "
+                             f"nor an existing file.\n  fix: check `[model] task_adapter` in your config")
+        return path
+    spec = shipped[name_or_path]
+    if model.spec is None or model.spec.name != spec.base:
+        raise ModelError(f"adapter {spec.name!r} was trained for {spec.base}, not {model.name}.\n"
+                         f"  fix: set `[model] task_adapter = \"\"` or use {spec.base}")
+    if not spec.path.is_file() or not verify_file(spec.path, spec.sha256):
+        raise ModelError(f"shipped adapter {spec.path} is missing or does not match its sha256.\n"
+                         f"  fix: restore it with `git checkout -- {spec.path.relative_to(MANIFEST.parents[1])}` "
+                         f"or reinstall Tidings")
+    return spec.path

@@ -15,10 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "device" / "demo_feed.jsonl"
 
 
-def tidings(*args: str, tmp_path: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+EXTRACTIVE_ONLY = '[model]\ntask_adapter = ""\n[summarizer]\nwearer = "Alex"\n'
+
+
+def tidings(*args: str, tmp_path: Path, stdin: str | None = None, config_text: str = EXTRACTIVE_ONLY
+            ) -> subprocess.CompletedProcess:
     config = tmp_path / "tidings.toml"
     if not config.exists():
-        config.write_text('[summarizer]\nwearer = "Alex"\n')
+        config.write_text(config_text)
     return subprocess.run([sys.executable, "-m", "tidings.device.cli", "--config", str(config),
                            "--store", str(tmp_path / "store.db"), *args],
                           capture_output=True, text=True, input=stdin, timeout=300)
@@ -31,7 +35,7 @@ def test_summarize_json_prints_one_object_per_thread_with_the_required_fields(tm
     assert [r["thread"] for r in records] == ["book-club", "friday-dinner", "roadmap", "family", "landlord"]
     for record in records:
         assert {"thread", "summary", "source", "urgency", "needs_reply", "suggestions"} <= set(record)
-        assert record["source"] == "extractive"  # no task adapter is configured
+        assert record["source"] == "extractive"  # the task adapter is switched off
         assert record["summary"]
     by_thread = {r["thread"]: r for r in records}
     assert by_thread["landlord"]["urgency"] == "high" and by_thread["landlord"]["needs_reply"]
@@ -68,7 +72,7 @@ def test_models_lists_and_verifies(tmp_path: Path):
     result = tidings("models", tmp_path=tmp_path)
     assert result.returncode == 0
     assert "gemma3-270m-q4_k_m (default)" in result.stdout and "smollm2-135m-instruct-q4_1" in result.stdout
-    assert result.stdout.count("  ok: ") == 2
+    assert result.stdout.count("  ok: ") == 3  # two base models and the shipped adapter
 
 
 def test_help_explains_every_command():
@@ -95,3 +99,30 @@ def test_the_on_device_path_never_imports_torch(tmp_path: Path):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 5
+
+
+def test_with_the_shipped_adapter_summaries_come_from_the_model_and_stay_grounded(tmp_path: Path):
+    result = tidings("summarize", str(DEMO), "--json", tmp_path=tmp_path, config_text='[summarizer]\nwearer = "Alex"\n')
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 5
+    assert sum(r["source"] == "model" for r in records) >= 3
+    from tidings.device.grounding import check_grounding
+    from tidings.device.messages import parse_lines
+
+    messages = [m for m in parse_lines(DEMO.read_text().splitlines())]
+    for record in records:
+        sources = [m for m in messages if m.thread == record["thread"]]
+        assert check_grounding(record["summary"], sources).ok, record
+        if record["source"] == "model":
+            assert record["rejected"] == [] or len(record["rejected"]) == 1
+
+
+def test_no_adapter_runs_the_bare_base_model(tmp_path: Path):
+    result = tidings("summarize", str(DEMO), "--json", "--no-adapter", tmp_path=tmp_path,
+                     config_text='[summarizer]\nwearer = "Alex"\n')
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 5
+    # The base model echoes or rambles: its drafts are turned down and say why.
+    assert sum(len(r["rejected"]) for r in records) >= 3

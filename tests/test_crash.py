@@ -32,7 +32,8 @@ def feed(tmp_path_factory) -> Path:
 
 def start(feed: Path, store: Path, tmp_path: Path) -> subprocess.Popen:
     config = tmp_path / "tidings.toml"
-    config.write_text('[summarizer]\nwearer = "Me"\n')
+    # The extractive path: this test is about the store, and must summarize hundreds of threads quickly.
+    config.write_text('[model]\ntask_adapter = ""\n[summarizer]\nwearer = "Me"\n')
     return subprocess.Popen(
         [sys.executable, "-m", "tidings.device.cli", "--config", str(config), "--store", str(store),
          "summarize", str(feed), "--json"],

@@ -145,3 +145,17 @@ def test_an_adapter_for_another_base_model_is_refused(engine, tmp_path):
     with pytest.raises(AdapterError, match="rejected"):
         engine.load_adapter(wrong, "wrong")
     assert "wrong" not in engine.loaded_adapters
+
+
+def test_smollm2_runs_with_its_own_chatml_template():
+    from tidings.device.config import Config, EngineConfig
+    from tidings.models.registry import resolve_model
+
+    model = resolve_model("smollm2-135m-instruct-q4_1", Config().model.cache_dir)
+    with Engine(model, EngineConfig(n_ctx=512, n_threads=2)) as smol:
+        assert smol.prompt_format.name == "chatml"
+        prompt = user_turn(smol.prompt_format, "What is the capital of France? Answer in one word.")
+        assert prompt.text.startswith("<|im_start|>user\n") and prompt.text.endswith("<|im_start|>assistant\n")
+        completion = smol.complete(prompt, max_tokens=24)
+        assert completion.finish_reason == "stop"  # it ended its own turn
+        assert "paris" in completion.text.lower()

@@ -98,6 +98,7 @@ def run(out: Path, config: TrainConfig, model_name: str) -> dict:
     peft_model, state = train_lora(base, train, held, config, out, pad_id=tokenizer.llm.token_eos())
     peft_dir = out / "peft"
     peft_model.save_pretrained(peft_dir)
+    (peft_dir / "README.md").unlink(missing_ok=True)  # PEFT's blank template; the model card is ../README.md
     adapter = export_peft_model(peft_model, out / "adapter.gguf")
     check = compare_runtimes(peft_model, model, adapter, [e for e in held if e.task == "summary"][:5])
     report = {
