@@ -23,6 +23,14 @@ command -v gcc >/dev/null || missing+=(gcc)
 command -v g++ >/dev/null || missing+=(g++)
 command -v cmake >/dev/null || missing+=(cmake)
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# Voice: sounddevice needs PortAudio, espeak-ng is the light speech fallback,
+# and the tests' virtual microphone and speaker are PulseAudio null sinks
+# reached through the ALSA pulse plugin.
+compgen -G '/usr/lib/*/libportaudio.so.2' >/dev/null || missing+=(libportaudio2)
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v pulseaudio >/dev/null || missing+=(pulseaudio)
+command -v pactl >/dev/null || missing+=(pulseaudio-utils)
+compgen -G '/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so' >/dev/null || missing+=(libasound2-plugins)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         say "installing system packages: ${missing[*]}"

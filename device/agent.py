@@ -1,4 +1,4 @@
-"""Wire the pieces for one device: model, engine, adapter, summarizer, store.
+"""Wire the pieces for one device: model, engine, adapter, summarizer, store, voice.
 
 `announce_unread` is the one-way flow a summary takes: unread messages, then
 the summarizer, then the store (summary saved and messages marked read in one
@@ -15,6 +15,12 @@ from tidings.device.config import Config
 from tidings.device.engine import Engine
 from tidings.device.store import Store
 from tidings.device.summarizer import Summarizer, ThreadSummary
+from tidings.device.voice.audio import AudioSink, AudioSource
+from tidings.device.voice.compose import ReplyComposer
+from tidings.device.voice.loop import Mark, VoiceLoop
+from tidings.device.voice.stt import WhisperStt
+from tidings.device.voice.tts import open_tts
+from tidings.device.voice.vad import Endpointer, SileroVad
 from tidings.models.registry import load_adapter_manifest, load_manifest, resolve_adapter, resolve_model
 
 log = logging.getLogger("tidings")
@@ -63,3 +69,15 @@ def announce_unread(store: Store, summarizer: Summarizer, announce: Callable[[Th
         announce(summary)
         count += 1
     return count
+
+
+def open_voice_loop(config: Config, store: Store, summarizer: Summarizer, source: AudioSource, sink: AudioSink,
+                    on_mark: Callable[[Mark], None] | None = None) -> VoiceLoop:
+    """The voice loop on this device's speech engines, sharing the summarizer's LLM for replies."""
+    voice = config.voice
+    return VoiceLoop(
+        store=store, summarizer=summarizer, composer=ReplyComposer(summarizer.engine),
+        tts=open_tts(voice), stt=WhisperStt(threads=voice.stt_threads),
+        endpointer=Endpointer(SileroVad(), threshold=voice.vad_threshold, hangover_ms=voice.vad_hangover_ms),
+        source=source, sink=sink, wearer=config.summarizer.wearer, on_mark=on_mark,
+    )

@@ -10,13 +10,19 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from tidings.device.agent import announce_unread, open_summarizer
+from tidings.device.agent import announce_unread, open_summarizer, open_voice_loop
 from tidings.device.config import Config, ConfigError, load_config, with_overrides
 from tidings.device.engine import AdapterError
 from tidings.device.ingest import IngestServer, ingest_file, report_json
 from tidings.device.store import IngestReport, Store
 from tidings.device.summarizer import ThreadSummary
+from tidings.device.voice.audio import (
+    AudioDeviceError, MicrophoneSource, SpeakerSink, WavFileSink, WavFileSource, find_device,
+)
+from tidings.device.voice.loop import Mark
+from tidings.device.voice.tts import TtsError, open_tts
 from tidings.models.registry import ModelError, ensure_model, load_adapter_manifest, load_manifest, verify_file
+from tidings.models.speech import load_speech_manifest, speech_model_dir
 
 log = logging.getLogger("tidings")
 DEMO_WEARER = "Alex"
@@ -39,23 +45,30 @@ def _human(summary: ThreadSummary) -> str:
     return "\n".join(lines)
 
 
-def _announcer(as_json: bool):
+def _announcer(as_json: bool, announced: list[ThreadSummary]):
     def announce(summary: ThreadSummary) -> None:
         if as_json:
             print(json.dumps(summary.to_json(), ensure_ascii=False), flush=True)
         else:
             print(_human(summary) + "\n", flush=True)
+        announced.append(summary)
     return announce
 
 
-def cmd_summarize(args: argparse.Namespace, config: Config) -> int:
+def _summarize(args: argparse.Namespace, config: Config) -> list[ThreadSummary]:
     summarizer = open_summarizer(config, use_adapter=not args.no_adapter)
+    announced: list[ThreadSummary] = []
     with Store(config.store.path) as store:
         origin = "stdin" if str(args.file) == "-" else str(args.file)
         _print_errors(ingest_file(store, args.file), origin)
-        count = announce_unread(store, summarizer, _announcer(args.json))
-    if count == 0:
+        announce_unread(store, summarizer, _announcer(args.json, announced))
+    if not announced:
         print("tidings: no unread messages (threads already summarized are not announced again)", file=sys.stderr)
+    return announced
+
+
+def cmd_summarize(args: argparse.Namespace, config: Config) -> int:
+    _summarize(args, config)
     return 0
 
 
@@ -67,7 +80,67 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
         print(f"Tidings demo: {feed.name}, five threads for {DEMO_WEARER}, summarized on this device.\n")
         with resources.as_file(feed) as path:
             args.file = path
-            return cmd_summarize(args, config)
+            summaries = _summarize(args, config)
+    if not args.quiet:
+        _speak_summaries(summaries, config, args.audio_dir)
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace, config: Config) -> int:
+    summarizer = open_summarizer(config)
+    source = WavFileSource(args.mic_wav, realtime=True) if args.mic_wav else MicrophoneSource(config.voice.microphone)
+    sink = WavFileSink(args.speaker_wav, realtime=True) if args.speaker_wav else SpeakerSink(config.voice.speaker)
+
+    def show(mark: Mark) -> None:
+        if mark.kind in ("heard", "say", "summary", "readback", "sent", "error"):
+            print(f"tidings: [{mark.kind}] {mark.detail}", file=sys.stderr, flush=True)
+
+    with Store(config.store.path) as store:
+        first_new = max((entry.id for entry in store.outbox()), default=0)
+        loop = open_voice_loop(config, store, summarizer, source, sink, on_mark=show)
+        if args.feed:
+            _print_errors(ingest_file(store, args.feed), str(args.feed))
+        print("tidings: listening (say read, reply, next, repeat; Ctrl-C to stop)", file=sys.stderr, flush=True)
+        try:
+            loop.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            source.close()
+            sink.close()
+        for entry in store.outbox():
+            if entry.id > first_new:
+                print(json.dumps({"thread": entry.thread, "text": entry.text, "queued_at": entry.queued_at},
+                                 ensure_ascii=False), flush=True)
+    return 0
+
+
+def _speak_summaries(summaries: list[ThreadSummary], config: Config, audio_dir: Path) -> None:
+    """Say each summary on the speaker, or into one WAV file per thread where there is none."""
+    try:
+        tts = open_tts(config.voice)
+        find_device(config.voice.speaker, "output")
+        sink = SpeakerSink(config.voice.speaker)
+    except (AudioDeviceError, OSError) as exc:
+        sink = None
+        log.info("no speaker (%s): writing WAV files to %s", exc, audio_dir)
+    except TtsError as exc:
+        print(f"tidings: not speaking the summaries: {exc}", file=sys.stderr)
+        return
+    for summary in summaries:
+        speech = tts.synthesize(f"{', '.join(summary.senders)}: {summary.summary}")
+        if sink is not None:
+            sink.play(speech.audio, speech.sample_rate)
+            continue
+        audio_dir.mkdir(parents=True, exist_ok=True)
+        wav = WavFileSink(audio_dir / f"{summary.thread}.wav", sample_rate=speech.sample_rate)
+        wav.play(speech.audio, speech.sample_rate)
+        wav.close()
+    if sink is not None:
+        sink.wait()
+        sink.close()
+    else:
+        print(f"tidings: no speaker here; the spoken summaries are in {audio_dir}/", file=sys.stderr)
 
 
 def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
@@ -112,6 +185,14 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
         else:
             failed += 1
             print(f"  missing or corrupt: {adapter.path} (restore it from the repository)")
+    for name, speech in load_speech_manifest().items():
+        print(f"speech {name}: {speech.description}")
+        print(f"  package {speech.package}=={speech.package_version}, license: {speech.license}")
+        try:
+            print(f"  ok: {speech_model_dir(name, force_verify=args.verify)}")
+        except ModelError as exc:
+            failed += 1
+            print("  " + str(exc).replace("\n", "\n  "))
     return 1 if failed and args.verify else 0
 
 
@@ -140,7 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="summarize the bundled demo feed in a throwaway store")
     p.add_argument("--json", action="store_true", help="one JSON object per thread per line")
     p.add_argument("--no-adapter", action="store_true", help="use the bare base model without its task adapter")
+    p.add_argument("--quiet", action="store_true", help="print the summaries without speaking them")
+    p.add_argument("--audio-dir", type=Path, default=Path("tidings-demo-audio"),
+                   help="where the spoken summaries go as WAV files when there is no speaker (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "listen", help="the voice loop: hear what arrived, answer by voice, confirm before anything is sent",
+        description="Announce new messages, then follow the wearer's voice: 'read' speaks the summary, 'reply' "
+        "takes a dictated answer and reads it back, 'send' queues it in the outbox (nothing is sent without it), "
+        "'edit' and 'cancel' work at every step, 'next'/'skip' move on, 'repeat' says the last thing again. "
+        "Speaking over Tidings stops it. Uses the [voice] devices of the config; with --mic-wav/--speaker-wav it "
+        "runs headless from files and prints the replies queued in the outbox as JSON lines at the end.")
+    p.add_argument("--feed", type=Path, help="ingest this JSON-lines feed first (as if its messages just arrived)")
+    p.add_argument("--mic-wav", type=Path, help="read the microphone from this WAV file, in real time")
+    p.add_argument("--speaker-wav", type=Path, help="write everything spoken into this WAV file")
+    p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("ingest", help="store messages from a JSON-lines file without summarizing them")
     p.add_argument("file", type=Path, help="JSON-lines messages ('-' for stdin)")
@@ -151,9 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default from [ingest], 8765)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("models", help="list the known base models and check their files",
-                       description="List the base models in models/manifest.toml, assemble the embedded one into "
-                       "the model cache if needed, and check every file against its sha256.")
+    p = sub.add_parser("models", help="list the known models, adapters and speech models and check their files",
+                       description="List the base models, LoRA adapters and speech models in models/manifest.toml, "
+                       "assemble the embedded model into the model cache if needed, and check every file against "
+                       "its sha256.")
     p.add_argument("--verify", action="store_true", help="re-hash every file instead of trusting earlier checks")
     p.set_defaults(func=cmd_models)
     return parser
@@ -168,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.store:
             config = with_overrides(config, store={"path": args.store})
         return args.func(args, config)
-    except (ConfigError, ModelError, AdapterError, FileNotFoundError, IsADirectoryError) as exc:
+    except (ConfigError, ModelError, AdapterError, AudioDeviceError, TtsError, FileNotFoundError,
+            IsADirectoryError) as exc:
         print(f"tidings: error: {exc}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,7 @@ ROLLING_TASK = (
     "Earlier in the chat: {earlier}"
 )
 REPLY_TASK = "Write the next message in this chat, as {wearer}. One short sentence."
+DICTATION_TASK = "Write this dictated reply as a clean chat message. Keep its meaning; add nothing."
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ def summary_prompt(fmt: PromptFormat, dialogue: str, earlier: str = "") -> Promp
 
 def reply_prompt(fmt: PromptFormat, dialogue: str, wearer: str) -> Prompt:
     return user_turn(fmt, f"{dialogue}\n\n{REPLY_TASK.format(wearer=wearer or 'me')}")
+
+
+def dictation_prompt(fmt: PromptFormat, dictation: str) -> Prompt:
+    """Only the dictation, not the thread: the clean reply may say nothing the wearer did not."""
+    return user_turn(fmt, f"Dictated: {dictation}\n\n{DICTATION_TASK}")
 
 
 def training_text(fmt: PromptFormat, prompt: Prompt, answer: str) -> tuple[str, str]:

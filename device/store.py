@@ -171,6 +171,9 @@ class Store:
     def message_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
+    def has_thread(self, thread: str) -> bool:
+        return self.db.execute("SELECT 1 FROM messages WHERE thread = ? LIMIT 1", (thread,)).fetchone() is not None
+
     def unread_threads(self) -> list[str]:
         """Threads with unread messages, the one waiting longest first."""
         rows = self.db.execute(

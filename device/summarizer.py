@@ -14,7 +14,7 @@ Two paths, and every summary records which one produced it:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -24,6 +24,7 @@ from tidings.device.extractive import extractive_summary
 from tidings.device.grounding import check_grounding
 from tidings.device.messages import Message
 from tidings.device.prompts import REPLY_TASK, SUMMARY_TASK, render_dialogue, reply_prompt, summary_prompt
+from tidings.device.sentences import sentences
 from tidings.device.triage import Triage, fallback_suggestions, triage
 
 Source = Literal["model", "extractive"]
@@ -72,10 +73,14 @@ class Summarizer:
     def summarize(self, thread: str, messages: Sequence[Message]) -> ThreadSummary:
         if not messages:
             raise ValueError(f"thread {thread!r} has no messages to summarize")
+        return self.record(thread, messages, self.summary_text(messages))
+
+    def record(self, thread: str, messages: Sequence[Message], outcome: SummaryOutcome,
+               with_suggestions: bool = True) -> ThreadSummary:
+        """The thread's summary record around `outcome`: triage, senders and reply options."""
         others = [m for m in messages if m.sender != self.config.wearer] or list(messages)
         triaged = triage(messages, self.config.wearer or None)
-        outcome = self.summary_text(messages)
-        suggestions, suggestions_source = self._suggestions(messages, triaged)
+        suggestions, suggestions_source = self._suggestions(messages, triaged) if with_suggestions else ([], "none")
         return ThreadSummary(
             thread=thread,
             summary=outcome.text,
@@ -105,6 +110,10 @@ class Summarizer:
                 rejected.append(problem)
         text = extractive_summary(messages, self.config.extractive_max_words)
         return SummaryOutcome(text, "extractive", tuple(rejected), tuple(drafts))
+
+    def stream_summary(self, messages: Sequence[Message]) -> SummaryStream:
+        """The summary sentence by sentence, each as soon as it is generated and checked."""
+        return SummaryStream(self, messages)
 
     def model_summary(self, messages: Sequence[Message], temperature: float) -> str:
         earlier = ""
@@ -151,10 +160,10 @@ class Summarizer:
         parts.append(replace(message, text=" ".join(current)))
         return parts
 
-    def problem_with(self, draft: str, messages: Sequence[Message]) -> str | None:
+    def problem_with(self, draft: str, messages: Sequence[Message], min_words: int = 3) -> str | None:
         """None if `draft` may be spoken as this thread's summary, else why not."""
         words = draft.split()
-        if len(words) < 3:
+        if len(words) < min_words:
             return f"too short: {draft!r}"
         if len(words) > self.config.max_summary_words:
             return f"too long: {len(words)} words"
@@ -192,3 +201,41 @@ class Summarizer:
             if len(found) == self.config.suggestions:
                 break
         return found
+
+
+class SummaryStream:
+    """Iterate for the summary's sentences; afterwards `outcome` holds the whole summary.
+
+    For a thread that fits one prompt, the model's greedy draft is streamed and
+    each sentence is checked on its own as it completes (length, prompt echo,
+    grounding), so a sentence is spoken only once it has passed; the first
+    sentence that fails ends the summary there. When the very first sentence
+    fails, or the thread needs folding, the whole summary comes from
+    `summary_text` (sampled retry, then extractive) and is then split.
+    """
+
+    def __init__(self, summarizer: Summarizer, messages: Sequence[Message]) -> None:
+        self.summarizer = summarizer
+        self.messages = list(messages)
+        self.outcome: SummaryOutcome | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        summarizer, engine = self.summarizer, self.summarizer.engine
+        spoken: list[str] = []
+        if engine is not None and len(pieces := summarizer.fold(self.messages)) == 1:
+            prompt = summary_prompt(engine.prompt_format, render_dialogue(pieces[0]))
+            stream = engine.stream(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",))
+            for sentence in sentences(stream):
+                sentence = " ".join(sentence.split())
+                words = sum(len(s.split()) for s in spoken) + len(sentence.split())
+                if words > summarizer.config.max_summary_words or summarizer.problem_with(
+                        sentence, self.messages, min_words=1 if spoken else 3):
+                    break
+                spoken.append(sentence)
+                yield sentence
+        if spoken:
+            text = " ".join(spoken)
+            self.outcome = SummaryOutcome(text, "model", (), (text,))
+            return
+        self.outcome = summarizer.summary_text(self.messages)
+        yield from sentences([self.outcome.text])

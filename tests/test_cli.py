@@ -72,7 +72,7 @@ def test_models_lists_and_verifies(tmp_path: Path):
     result = tidings("models", tmp_path=tmp_path)
     assert result.returncode == 0
     assert "gemma3-270m-q4_k_m (default)" in result.stdout and "smollm2-135m-instruct-q4_1" in result.stdout
-    assert result.stdout.count("  ok: ") == 3  # two base models and the shipped adapter
+    assert result.stdout.count("  ok: ") == 6  # two base models, the shipped adapter, three speech models
 
 
 def test_help_explains_every_command():
