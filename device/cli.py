@@ -87,9 +87,14 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_listen(args: argparse.Namespace, config: Config) -> int:
-    summarizer = open_summarizer(config)
+    # Devices first: a missing microphone is reported before seconds go into loading models.
     source = WavFileSource(args.mic_wav, realtime=True) if args.mic_wav else MicrophoneSource(config.voice.microphone)
-    sink = WavFileSink(args.speaker_wav, realtime=True) if args.speaker_wav else SpeakerSink(config.voice.speaker)
+    try:
+        sink = WavFileSink(args.speaker_wav, realtime=True) if args.speaker_wav else SpeakerSink(config.voice.speaker)
+    except AudioDeviceError:
+        source.close()
+        raise
+    summarizer = open_summarizer(config)
 
     def show(mark: Mark) -> None:
         if mark.kind in ("heard", "say", "summary", "readback", "sent", "error"):

@@ -126,3 +126,9 @@ def test_no_adapter_runs_the_bare_base_model(tmp_path: Path):
     assert len(records) == 5
     # The base model echoes or rambles: its drafts are turned down and say why.
     assert sum(len(r["rejected"]) for r in records) >= 3
+
+
+def test_listen_names_a_missing_microphone_and_how_to_fix_it(tmp_path: Path):
+    result = tidings("listen", tmp_path=tmp_path, config_text='[voice]\nmicrophone = "no-such-mic"\n')
+    assert result.returncode == 2
+    assert "no input device matches 'no-such-mic'" in result.stderr and "fix: set [voice] microphone" in result.stderr
