@@ -56,9 +56,10 @@ def score(scorer: rouge_scorer.RougeScorer, rows: list[dict], variant: str) -> d
     }
 
 
-def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: int) -> tuple[dict, list[dict]]:
+def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: int,
+        model: str = DEFAULT_MODEL) -> tuple[dict, list[dict]]:
     config = Config()
-    model = resolve_model(DEFAULT_MODEL, config.model.cache_dir)
+    model = resolve_model(model, config.model.cache_dir)
     dialogues = load_samsum(DATA_DIR / "samsum_test.json")[:limit]
     engine = Engine(model, EngineConfig(n_ctx=2048, n_threads=threads))
     engine.load_adapter(adapter, "task")

@@ -10,6 +10,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from tidings.bench.suite import add_arguments as add_bench_arguments
+from tidings.bench.suite import run_from_args
 from tidings.device.agent import announce_unread, open_summarizer, open_voice_loop
 from tidings.device.config import Config, ConfigError, load_config, with_overrides
 from tidings.device.engine import AdapterError
@@ -17,11 +19,22 @@ from tidings.device.ingest import IngestServer, ingest_file, report_json
 from tidings.device.store import IngestReport, Store
 from tidings.device.summarizer import ThreadSummary
 from tidings.device.voice.audio import (
-    AudioDeviceError, MicrophoneSource, SpeakerSink, WavFileSink, WavFileSource, find_device,
+    AudioDeviceError,
+    MicrophoneSource,
+    SpeakerSink,
+    WavFileSink,
+    WavFileSource,
+    find_device,
 )
 from tidings.device.voice.loop import Mark
 from tidings.device.voice.tts import TtsError, open_tts
-from tidings.models.registry import ModelError, ensure_model, load_adapter_manifest, load_manifest, verify_file
+from tidings.models.registry import (
+    ModelError,
+    ensure_model,
+    load_adapter_manifest,
+    load_manifest,
+    verify_file,
+)
 from tidings.models.speech import load_speech_manifest, speech_model_dir
 
 log = logging.getLogger("tidings")
@@ -201,6 +214,10 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
     return 1 if failed and args.verify else 0
 
 
+def cmd_bench(args: argparse.Namespace, config: Config) -> int:
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tidings",
@@ -242,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mic-wav", type=Path, help="read the microphone from this WAV file, in real time")
     p.add_argument("--speaker-wav", type=Path, help="write everything spoken into this WAV file")
     p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("bench", help="measure speed, memory and quality per stage on this board",
+                       description="Run the benchmark suite (tidings.bench.suite): engine against raw llama.cpp and "
+                       "the memory-bandwidth roofline per model variant and thread count, every stage of the agent, "
+                       "whole-agent memory, voice latency and summary quality. Writes report.json and plots.")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("ingest", help="store messages from a JSON-lines file without summarizing them")
     p.add_argument("file", type=Path, help="JSON-lines messages ('-' for stdin)")

@@ -1,0 +1,462 @@
+"""`tidings bench`: how fast, how big and how good Tidings is on this board, per stage.
+
+One command for the engineer deciding whether Tidings fits their board. In one run:
+
+* machine: CPU model, cores, memory, load, and the measured memory bandwidth
+  (a single-threaded numpy copy of 256 MB arrays, best of five);
+* speed per model variant and thread count: the embedded Q4_K_M and variants
+  requantized from it with llama.cpp's quantizer (Q8_0, Q4_0), through the
+  Tidings engine and through raw llama-cpp-python in alternating processes;
+  each generation speed is also divided by the bandwidth roofline (bandwidth
+  / bytes read per generated token, taken as the GGUF's size: every weight is
+  read once per token, the tied 262k-row output matrix included);
+* stages of the whole agent (LLM, task adapter, STT, TTS and VAD loaded in one
+  process): ingest, prompt evaluation, generation, validation, TTS to first
+  audio, STT, VAD, each p50/p95 over repeats; the agent's peak RSS and the
+  memory each component added;
+* voice latency through the real voice loop: message arrival to first spoken
+  word, end of the wearer's speech to the read-back (tidings.bench.voice_bench);
+* quality: ROUGE-L on SAMSum test per variant (full mode: the first N test
+  dialogues through the device path; quick mode: the last full SAMSum report
+  in bench/results/samsum, if there is one, labelled as such).
+
+Board profiles pin the benchmark's processes to a number of cores and cap their
+address space (`--profile pi4|pi5|laptop`). Clock speed and memory bandwidth
+cannot be emulated: figures for the named board are *projections*, the
+measured generation speed scaled by the board's typical bandwidth over the one
+measured here (decoding a small model is memory-bound), and are labelled so.
+
+Writes DIR/report.json and DIR/*.png, prints a summary table. report.json:
+
+    date, mode ("quick"|"full"), machine {cpu, cores, memory_gb, bandwidth_gbs, load_avg},
+    profile {name, cores, memory_cap_gb, board_bandwidth_gbs | null},
+    variants: [{name, file_mb, threads: {N: {engine: {gen_tok_s, prompt_tok_s, ttft_s}, raw: {...},
+                generation_ratio_vs_raw, generation_ratio_vs_roofline, roofline_tok_s}}}]  (p50/p95/n each),
+    stages: {ingest_s, prompt_eval_s, generation_s, validation_s, tts_first_audio_s, stt_s, vad_chunk_s}  (p50/p95/n),
+    memory_mb: {base, llm, adapter, stt, tts, vad, peak_rss},
+    voice: {first_spoken_word_s, readback_s}  (p50/p95/n),
+    quality: {variant: {rouge_l, dialogues, source}},
+    projection: {board, gen_tok_s, derivation} | null,
+    headline: generation_ratio_vs_raw, generation_ratio_vs_roofline, peak_rss_mb, first_spoken_word_p95_s,
+              readback_p95_s, rouge_l, goals {name: {goal, value, met}}
+
+    tidings bench --quick --out bench/results/quick    # under 5 minutes on two cores
+    tidings bench --out bench/results/full             # everything
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+from tidings.bench.engine_bench import DIALOGUE, _cpu_model
+from tidings.device.config import Config
+from tidings.models.quantize import requantize
+from tidings.models.registry import DEFAULT_MODEL, resolve_model
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    cores: int | None  # None: every core available
+    memory_cap_gb: float | None
+    board_bandwidth_gbs: float | None  # typical figure for the board (not measured here), for projections
+
+
+PROFILES = {
+    "this-machine": Profile("this-machine", None, None, None),
+    # Raspberry Pi 4: 4x Cortex-A72, LPDDR4-3200, about 4 GB/s in practice; 2 GB model.
+    "pi4": Profile("pi4", 4, 2.0, 4.0),
+    # Raspberry Pi 5: 4x Cortex-A76, LPDDR4X-4267, about 9 GB/s in practice; 4 GB model.
+    "pi5": Profile("pi5", 4, 4.0, 9.0),
+    # A thin laptop: 4 cores, dual-channel DDR4, about 20 GB/s; 8 GB.
+    "laptop": Profile("laptop", 4, 8.0, 20.0),
+}
+GOALS = {
+    "generation_ratio_vs_raw": (">=", 0.95),
+    "generation_ratio_vs_roofline": (">=", 0.7),
+    "peak_rss_mb": ("<=", 600),
+    "first_spoken_word_p95_s": ("<=", 0.8),
+    "readback_p95_s": ("<=", 1.2),
+}
+
+
+def percentiles(values: list[float]) -> dict:
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": None, "p95": None, "n": 0}
+    return {"p50": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+            "n": len(ordered)}
+
+
+# -- machine ------------------------------------------------------------------------
+
+
+def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes read plus bytes written per second by a plain copy, best of `repeats`."""
+    source = np.ones(megabytes * 2**20 // 8)
+    target = np.empty_like(source)
+    best = min(_timed(lambda: np.copyto(target, source)) for _ in range(repeats))
+    return 2 * source.nbytes / best / 1e9
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def machine_facts() -> dict:
+    return {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+            "load_avg": os.getloadavg()}
+
+
+def _limit(profile: Profile):
+    """preexec_fn for a worker process: pin cores, cap the address space."""
+    def apply() -> None:
+        if profile.cores:
+            available = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, available[: profile.cores])
+        if profile.memory_cap_gb:
+            cap = int(profile.memory_cap_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    return apply
+
+
+# -- speed: engine vs raw, per variant and thread count ------------------------------------
+
+
+def _engine_worker(variant: str, model: Path, threads: int, repeats: int, profile: Profile) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "tidings.bench.engine_bench", "--worker", variant, "--model", str(model),
+         "--threads", str(threads), "--repeats", str(repeats)],
+        check=True, capture_output=True, text=True, preexec_fn=_limit(profile)).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_speed(models: dict[str, Path], threads: list[int], rounds: int, repeats: int, bandwidth_gbs: float,
+                  profile: Profile) -> list[dict]:
+    jobs = [(name, t, r, v) for name in models for t in threads for r in range(rounds)
+            for v in (("raw", "engine") if r % 2 == 0 else ("engine", "raw"))]
+    runs: dict[tuple[str, int, str], list[dict]] = {}
+    for name, t, _, v in tqdm(jobs, desc="speed: engine vs raw llama.cpp", unit="process"):
+        result = _engine_worker(v, models[name], t, repeats, profile)
+        runs.setdefault((name, t, v), []).extend(result["runs"])
+    variants = []
+    for name, path in models.items():
+        size = path.stat().st_size
+        roofline = bandwidth_gbs * 1e9 / size
+        per_threads = {}
+        for t in threads:
+            entry = {v: {key: percentiles([r[key] for r in runs[(name, t, v)]])
+                         for key in ("gen_tok_s", "prompt_tok_s", "ttft_s")} for v in ("engine", "raw")}
+            engine_gen = entry["engine"]["gen_tok_s"]["p50"]
+            entry["generation_ratio_vs_raw"] = engine_gen / entry["raw"]["gen_tok_s"]["p50"]
+            entry["roofline_tok_s"] = roofline
+            entry["generation_ratio_vs_roofline"] = engine_gen / roofline
+            per_threads[t] = entry
+        variants.append({"name": name, "file_mb": size / 1e6, "threads": per_threads})
+    return variants
+
+
+# -- stages and memory of the whole agent -----------------------------------------------------
+
+
+def _stages_worker(repeats: int) -> dict:
+    """Runs in its own process: load everything the agent loads, then time each stage."""
+    import tempfile
+
+    from tidings.bench.speech_corpus import utterance
+    from tidings.device.agent import open_summarizer
+    from tidings.device.grounding import check_grounding
+    from tidings.device.messages import parse_lines
+    from tidings.device.prompts import summary_prompt
+    from tidings.device.store import Store
+    from tidings.device.voice.stt import WhisperStt
+    from tidings.device.voice.tts import HibariTts
+    from tidings.device.voice.vad import SileroVad
+
+    process = psutil.Process()
+    memory = {"base": process.memory_info().rss}
+    config = Config()
+    summarizer = open_summarizer(config)  # the LLM with its task adapter
+    memory["llm+adapter"] = process.memory_info().rss
+    stt = WhisperStt(threads=config.voice.stt_threads)
+    memory["stt"] = process.memory_info().rss
+    tts = HibariTts()
+    memory["tts"] = process.memory_info().rss
+    vad = SileroVad()
+    memory["vad"] = process.memory_info().rss
+    engine = summarizer.engine
+    feed = [json.dumps({"id": f"m{i}", "thread": f"t{i % 5}", "sender": "Ann", "text": line.split(": ", 1)[1],
+                        "sent_at": "2026-11-20T15:00:00+01:00"}) for i, line in enumerate(DIALOGUE.splitlines() * 10)]
+    speech = utterance(tts, "Tell her I will be there at six, and bring the blue bag.")
+    prompt = summary_prompt(engine.prompt_format, DIALOGUE)
+    stages: dict[str, list[float]] = {k: [] for k in ("ingest_s", "prompt_eval_s", "generation_s", "validation_s",
+                                                       "tts_first_audio_s", "stt_s", "vad_chunk_s")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            with Store(Path(tmp) / f"s{i}.db") as store:
+                stages["ingest_s"].append(_timed(lambda: store.add(parse_lines(feed), "bench")))
+                messages = store.unread_messages("t0")
+            engine.reset_cache()
+            completion = engine.complete(prompt, max_tokens=64, stop=("\n\n",))
+            import llama_cpp
+
+            perf = llama_cpp.llama_perf_context(engine.llm.ctx)
+            stages["prompt_eval_s"].append(perf.t_p_eval_ms / 1000)
+            stages["generation_s"].append(perf.t_eval_ms / 1000)
+            stages["validation_s"].append(_timed(lambda: check_grounding(completion.text, messages)))
+            stages["tts_first_audio_s"].append(_timed(lambda: tts.synthesize("Two new messages from Mom.")))
+            stages["stt_s"].append(_timed(lambda: stt.transcribe(speech)))
+            chunks = speech[: len(speech) // 512 * 512].reshape(-1, 512)
+            vad.reset()
+            stages["vad_chunk_s"].append(_timed(lambda: [vad.probability(c) for c in chunks]) / len(chunks))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    order = ["base", "llm+adapter", "stt", "tts", "vad"]
+    added = {k: (memory[k] - memory[order[i - 1]]) / 1e6 if i else memory[k] / 1e6 for i, k in enumerate(order)}
+    return {"stages": {k: percentiles(v) for k, v in stages.items()},
+            "memory_mb": added | {"peak_rss": peak / 1e6},
+            "generated_tokens": completion.generated_tokens}
+
+
+def measure_stages(repeats: int, profile: Profile) -> dict:
+    with tqdm(total=1, desc="stages of the whole agent", unit="process") as bar:
+        out = subprocess.run([sys.executable, "-m", "tidings.bench.suite", "--stages-worker", str(repeats)],
+                             check=True, capture_output=True, text=True, preexec_fn=_limit(profile)).stdout
+        bar.update(1)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- quality --------------------------------------------------------------------------------
+
+
+def measure_quality(models: dict[str, Path], dialogues: int | None) -> dict:
+    """ROUGE-L per variant on the first `dialogues` SAMSum test dialogues; None: the last full report."""
+    if dialogues is None:
+        full = Path("bench/results/samsum/summary_quality.json")
+        if not full.is_file():
+            return {}
+        report = json.loads(full.read_text())
+        return {"Q4_K_M": {"rouge_l": report["results"]["device"]["rougeL"], "dialogues": report["dialogues"],
+                           "source": f"{full} ({report['date']})"}}
+    from tidings.bench.summary_eval import run as summary_eval
+
+    quality = {}
+    adapter = Path(__file__).resolve().parents[1] / "models" / "adapters" / "tidings-task" / "adapter.gguf"
+    for name, path in tqdm(models.items(), desc="quality: ROUGE-L per variant", unit="variant"):
+        report, _ = summary_eval(adapter, dialogues, ("device",), threads=0, model=str(path))
+        quality[name] = {"rouge_l": report["results"]["device"]["rougeL"], "dialogues": report["dialogues"],
+                         "source": "measured in this run"}
+    return quality
+
+
+# -- voice ----------------------------------------------------------------------------------
+
+
+def measure_voice(arrivals: int, dictations: int) -> dict:
+    from tidings.bench.voice_bench import measure_latency
+
+    latency = measure_latency(arrivals=arrivals, dictations=dictations)
+    return {"first_spoken_word_s": latency["arrival_to_first_word_s"], "readback_s": latency["speech_end_to_readback_s"]}
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def headline(report: dict) -> dict:
+    embedded = report["variants"][0]
+    most = max(embedded["threads"], key=int)
+    values = {
+        "generation_ratio_vs_raw": embedded["threads"][most]["generation_ratio_vs_raw"],
+        "generation_ratio_vs_roofline": embedded["threads"][most]["generation_ratio_vs_roofline"],
+        "peak_rss_mb": report["memory_mb"]["peak_rss"],
+        "first_spoken_word_p95_s": (report.get("voice") or {}).get("first_spoken_word_s", {}).get("p95"),
+        "readback_p95_s": (report.get("voice") or {}).get("readback_s", {}).get("p95"),
+        "rouge_l": (report["quality"].get("Q4_K_M") or {}).get("rouge_l"),
+    }
+    goals = {}
+    for name, (op, goal) in GOALS.items():
+        value = values[name]
+        met = None if value is None else (value >= goal if op == ">=" else value <= goal)
+        goals[name] = {"goal": f"{op} {goal}", "value": value, "met": met}
+    return values | {"goals": goals}
+
+
+def projection(report: dict, profile: Profile) -> dict | None:
+    if profile.board_bandwidth_gbs is None:
+        return None
+    embedded = report["variants"][0]
+    most = max(embedded["threads"], key=int)
+    measured = embedded["threads"][most]["engine"]["gen_tok_s"]["p50"]
+    scale = profile.board_bandwidth_gbs / report["machine"]["bandwidth_gbs"]
+    return {"board": profile.name, "gen_tok_s": measured * scale,
+            "derivation": f"PROJECTION, not measured on a {profile.name}: {measured:.1f} tok/s measured here with "
+                          f"{most} threads pinned and memory capped, x {scale:.2f} = the board's typical bandwidth "
+                          f"({profile.board_bandwidth_gbs} GB/s, spec figure) / this machine's measured "
+                          f"{report['machine']['bandwidth_gbs']:.1f} GB/s (decoding is memory-bound)"}
+
+
+def plot(report: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for variant in report["variants"]:
+        threads = sorted(variant["threads"], key=int)
+        for kind, style in (("engine", "-o"), ("raw", "--x")):
+            ax.plot([int(t) for t in threads], [variant["threads"][t][kind]["gen_tok_s"]["p50"] for t in threads],
+                    style, label=f"{variant['name']} {kind}")
+        ax.plot([int(t) for t in threads], [variant["threads"][t]["roofline_tok_s"] for t in threads], ":",
+                color="grey")
+    ax.set_xlabel("threads")
+    ax.set_ylabel("generated tokens/s (p50)")
+    ax.set_title("generation speed (dotted: bandwidth roofline)", fontsize=9)
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "tokens_per_thread.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    left = 0.0
+    for stage, value in report["stages"].items():
+        width = value["p50"] * (1 if stage != "vad_chunk_s" else 1000 / 32)  # VAD: per second of audio
+        ax.barh(["one turn"], [width], left=left, label=stage.removesuffix("_s"))
+        left += width
+    ax.set_xlabel("seconds (p50; VAD per second of audio)")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.set_title("latency per stage", fontsize=9)
+    paths.append(_save(fig, out / "stages.png"))
+
+    if report["quality"]:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        sizes = {v["name"]: v["file_mb"] for v in report["variants"]}
+        for name, q in report["quality"].items():
+            ax.scatter(sizes.get(name, 0), q["rouge_l"])
+            ax.annotate(name, (sizes.get(name, 0), q["rouge_l"]), fontsize=8)
+        ax.set_xlabel("model file (MB)")
+        ax.set_ylabel("ROUGE-L, SAMSum test")
+        ax.set_title("quality against size and quantization", fontsize=9)
+        paths.append(_save(fig, out / "quality.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    parts = {k: v for k, v in report["memory_mb"].items() if k != "peak_rss"}
+    ax.bar(list(parts), list(parts.values()), color="#2b7bba")
+    ax.axhline(report["memory_mb"]["peak_rss"], color="black", ls="--", lw=1, label="peak RSS")
+    ax.axhline(600, color="#d62728", ls=":", lw=1, label="goal 600 MB")
+    ax.set_ylabel("MB (RSS added)")
+    ax.legend(fontsize=7)
+    ax.set_title("memory per component", fontsize=9)
+    paths.append(_save(fig, out / "memory.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def run(quick: bool, profile: Profile, out: Path) -> dict:
+    config = Config()
+    embedded = resolve_model(DEFAULT_MODEL, config.model.cache_dir)
+    models = {"Q4_K_M": embedded.path}
+    if not quick:
+        for ftype in ("Q8_0", "Q4_0"):
+            models[ftype] = requantize(embedded, ftype, config.model.cache_dir / "requantized")
+    cores = profile.cores or len(os.sched_getaffinity(0))
+    cores = min(cores, len(os.sched_getaffinity(0)))
+    threads = [cores] if quick else sorted({1, *range(2, cores + 1)})
+    report: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "mode": "quick" if quick else "full", "machine": machine_facts(),
+                    "profile": {"name": profile.name, "cores": cores, "memory_cap_gb": profile.memory_cap_gb,
+                                "board_bandwidth_gbs": profile.board_bandwidth_gbs}}
+    report["machine"]["bandwidth_gbs"] = memory_bandwidth_gbs()
+    report["variants"] = measure_speed(models, threads, rounds=1 if quick else 2, repeats=3 if quick else 5,
+                                       bandwidth_gbs=report["machine"]["bandwidth_gbs"], profile=profile)
+    report |= measure_stages(repeats=3 if quick else 10, profile=profile)
+    report["voice"] = measure_voice(arrivals=5 if quick else 20, dictations=3 if quick else 10)
+    report["quality"] = measure_quality(models, None if quick else 100)
+    report["projection"] = projection(report, profile)
+    report["machine"]["load_avg_end"] = os.getloadavg()
+    report["headline"] = headline(report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    report["plots"] = [str(p) for p in plot(report, out)]
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def print_summary(report: dict, out: Path) -> None:
+    machine = report["machine"]
+    print(f"\n{machine['cpu']}, {report['profile']['cores']} cores ({report['profile']['name']}), "
+          f"bandwidth {machine['bandwidth_gbs']:.1f} GB/s, {report['mode']} mode, {report['date']}")
+    print(f"{'variant':<8} {'threads':>7} {'engine tok/s':>12} {'raw tok/s':>10} {'vs raw':>7} {'roofline':>9} "
+          f"{'vs roof':>8}")
+    for v in report["variants"]:
+        for t, e in v["threads"].items():
+            print(f"{v['name']:<8} {t:>7} {e['engine']['gen_tok_s']['p50']:12.1f} {e['raw']['gen_tok_s']['p50']:10.1f} "
+                  f"{e['generation_ratio_vs_raw']:7.2f} {e['roofline_tok_s']:9.1f} "
+                  f"{e['generation_ratio_vs_roofline']:8.2f}")
+    print("stage p50 / p95 (s): " + ", ".join(f"{k.removesuffix('_s')} {s['p50']:.3f}/{s['p95']:.3f}"
+                                              for k, s in report["stages"].items()))
+    print("memory (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in report["memory_mb"].items()))
+    for name, goal in report["headline"]["goals"].items():
+        value = "n/a" if goal["value"] is None else f"{goal['value']:.3f}"
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]
+        print(f"  {name:<30} {value:>8}  goal {goal['goal']:<8} {verdict}")
+    if report["headline"]["rouge_l"] is not None:
+        print(f"  ROUGE-L (SAMSum test)          {report['headline']['rouge_l']:8.1f}")
+    if report["projection"]:
+        print("  " + report["projection"]["derivation"] + f": {report['projection']['gen_tok_s']:.1f} tok/s")
+    print(f"saved {out / 'report.json'} and {len(report['plots'])} plots in {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tidings bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--stages-worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stages_worker:
+        print(json.dumps(_stages_worker(args.stages_worker)))
+        return 0
+    return run_from_args(args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="the embedded model only, all cores only, few repeats (under 5 minutes on two cores)")
+    parser.add_argument("--profile", choices=list(PROFILES), default="this-machine",
+                        help="pin cores and cap memory like this board; its speed is then projected (default: "
+                        "%(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/suite"),
+                        help="directory for report.json and the plots (default: %(default)s)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    report = run(args.quick, PROFILES[args.profile], args.out)
+    print_summary(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
