@@ -1,0 +1,76 @@
+"""The benchmark suite's parts on the real model: figures are produced, labelled and checked against goals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tidings.bench.suite import (
+    PROFILES,
+    headline,
+    measure_speed,
+    measure_stages,
+    memory_bandwidth_gbs,
+    percentiles,
+    projection,
+)
+from tidings.models.quantize import requantize
+from tidings.models.registry import ModelError
+
+pytestmark = pytest.mark.model
+
+
+def test_percentiles():
+    assert percentiles([3.0, 1.0, 2.0]) == {"p50": 2.0, "p95": 3.0, "n": 3}
+    assert percentiles([]) == {"p50": None, "p95": None, "n": 0}
+
+
+def test_speed_is_measured_against_raw_llama_cpp_and_the_roofline(embedded_model):
+    bandwidth = memory_bandwidth_gbs(megabytes=64, repeats=2)
+    assert bandwidth > 0.5  # GB/s: any machine that runs Tidings copies memory faster than this
+    [variant] = measure_speed({"Q4_K_M": embedded_model.path}, [2], rounds=1, repeats=1, bandwidth_gbs=bandwidth,
+                              profile=PROFILES["this-machine"])
+    entry = variant["threads"][2]
+    assert entry["engine"]["gen_tok_s"]["p50"] > 0 and entry["raw"]["gen_tok_s"]["p50"] > 0
+    assert entry["generation_ratio_vs_raw"] == pytest.approx(
+        entry["engine"]["gen_tok_s"]["p50"] / entry["raw"]["gen_tok_s"]["p50"])
+    assert entry["roofline_tok_s"] == pytest.approx(bandwidth * 1e9 / embedded_model.path.stat().st_size)
+    assert 0 < entry["generation_ratio_vs_roofline"] < 5
+
+
+def test_the_whole_agent_loads_in_one_process_and_every_stage_is_timed():
+    result = measure_stages(repeats=1, profile=PROFILES["this-machine"])
+    assert set(result["stages"]) == {"ingest_s", "prompt_eval_s", "generation_s", "validation_s",
+                                     "tts_first_audio_s", "stt_s", "vad_chunk_s"}
+    assert all(s["p50"] > 0 and s["n"] == 1 for s in result["stages"].values())
+    memory = result["memory_mb"]
+    assert memory["llm+adapter"] > 100  # the model's weights are resident
+    assert memory["peak_rss"] >= sum(v for k, v in memory.items() if k != "peak_rss") * 0.9
+
+
+def test_projections_say_they_are_projections_and_goals_are_judged():
+    report = {
+        "machine": {"bandwidth_gbs": 10.0},
+        "variants": [{"name": "Q4_K_M", "threads": {1: {"engine": {"gen_tok_s": {"p50": 40.0}},
+                                                          "generation_ratio_vs_raw": 0.97,
+                                                          "generation_ratio_vs_roofline": 0.5}}}],
+        "memory_mb": {"peak_rss": 650.0}, "voice": {}, "quality": {},
+    }
+    guess = projection(report, PROFILES["pi4"])
+    assert guess["gen_tok_s"] == pytest.approx(16.0) and guess["derivation"].startswith("PROJECTION")
+    assert projection(report, PROFILES["this-machine"]) is None
+    goals = headline(report)["goals"]
+    assert goals["generation_ratio_vs_raw"]["met"] is True
+    assert goals["generation_ratio_vs_roofline"]["met"] is False
+    assert goals["peak_rss_mb"]["met"] is False
+    assert goals["readback_p95_s"]["met"] is None  # not measured is not a pass
+    json.dumps(goals)
+
+
+def test_requantized_variants_are_made_once_by_llama_cpp(embedded_model, tmp_path):
+    q8 = requantize(embedded_model, "Q8_0", tmp_path)
+    assert q8.read_bytes()[:4] == b"GGUF" and q8.stat().st_size > embedded_model.path.stat().st_size
+    modified = q8.stat().st_mtime_ns
+    assert requantize(embedded_model, "Q8_0", tmp_path).stat().st_mtime_ns == modified
+    with pytest.raises(ModelError, match="unknown quantization"):
+        requantize(embedded_model, "Q3_WHATEVER", tmp_path)
