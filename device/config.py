@@ -87,6 +87,34 @@ class VoiceConfig:
 
 
 @dataclass(frozen=True)
+class FederationConfig:
+    # Where the operator's server keeps the global adapter's versions, round
+    # log, deployment certificates and logs; devices fetch from `registry`
+    # (the same folder, or a copy of its versions/).
+    state_dir: Path = field(default_factory=lambda: _data_home() / "federation")
+    registry: Path = field(default_factory=lambda: _data_home() / "federation")
+    rounds: int = 2
+    clients_per_round: int = 3
+    supernodes: int = 3
+    # SuperLink port; SuperNodes use the ports after it.
+    port: int = 39400
+    local_steps: int = 2
+    learning_rate: float = 0.002
+    secagg: bool = True
+    dp: bool = True
+    noise_multiplier: float = 1.0
+    clipping_norm: float = 1.0
+    delta: float = 1e-05
+    compression: str = "int8"
+    # On-device training data: the newest examples kept, and their maximum age.
+    keep_examples: int = 500
+    max_age_days: float = 90.0
+    # Adapter scales on the device, beside the task adapter.
+    global_scale: float = 1.0
+    personal_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -94,6 +122,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
 
 
 class ConfigError(ValueError):

@@ -56,6 +56,19 @@ CREATE TABLE IF NOT EXISTS drafts (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
+-- What the wearer accepted or edited, with the messages it came from: the only
+-- training data of federated personalization. It never leaves the device
+-- (only adapter updates do) and is trimmed to a retention limit.
+CREATE TABLE IF NOT EXISTS training_examples (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL CHECK (kind IN ('summary', 'reply')),
+    thread      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    author      TEXT NOT NULL,
+    output      TEXT NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('accepted', 'edited')),
+    created_at  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     thread      TEXT NOT NULL,
@@ -93,6 +106,20 @@ class OutboxEntry:
     text: str
     draft_id: int | None
     queued_at: str
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """A summary or reply the wearer accepted or edited, and the messages it answers."""
+
+    id: int
+    kind: str  # "summary" or "reply"
+    thread: str
+    messages: tuple[Message, ...]
+    author: str  # who the reply is written as; "" for summaries
+    output: str
+    outcome: str  # "accepted" or "edited"
+    created_at: str
 
 
 class Store:
@@ -261,6 +288,46 @@ class Store:
     def outbox(self) -> list[OutboxEntry]:
         rows = self.db.execute("SELECT id, thread, text, draft_id, queued_at FROM outbox ORDER BY id")
         return [OutboxEntry(*row) for row in rows]
+
+
+    # -- on-device training data -----------------------------------------------
+
+    def add_training_example(self, kind: str, thread: str, messages: Sequence[Message], output: str, outcome: str,
+                             *, author: str = "", keep: int = 500) -> int:
+        """Keep an accepted or edited summary/reply with its source messages; only the newest `keep` stay."""
+        source = json.dumps([{"id": m.id, "thread": m.thread, "sender": m.sender, "text": m.text,
+                              "sent_at": m.sent_at.isoformat()} for m in messages], ensure_ascii=False)
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO training_examples (kind, thread, source, author, output, outcome, created_at)"
+                " VALUES (?,?,?,?,?,?,?)", (kind, thread, source, author, output, outcome, _now()))
+            self._trim_training_examples(db, keep, None)
+        return cursor.lastrowid
+
+    def prune_training_examples(self, keep: int, max_age_days: float | None = None) -> int:
+        """Apply the retention limit (newest `keep`, none older than `max_age_days`); returns how many went."""
+        with self.transaction() as db:
+            return self._trim_training_examples(db, keep, max_age_days)
+
+    @staticmethod
+    def _trim_training_examples(db: sqlite3.Connection, keep: int, max_age_days: float | None) -> int:
+        removed = db.execute("DELETE FROM training_examples WHERE id NOT IN"
+                             " (SELECT id FROM training_examples ORDER BY id DESC LIMIT ?)", (keep,)).rowcount
+        if max_age_days is not None:
+            cutoff = datetime.now(timezone.utc).timestamp() - max_age_days * 86400
+            cutoff_iso = datetime.fromtimestamp(cutoff, timezone.utc).isoformat()
+            removed += db.execute("DELETE FROM training_examples WHERE created_at < ?", (cutoff_iso,)).rowcount
+        return removed
+
+    def training_examples(self, limit: int | None = None) -> list[TrainingExample]:
+        """The newest first."""
+        rows = self.db.execute("SELECT id, kind, thread, source, author, output, outcome, created_at"
+                               " FROM training_examples ORDER BY id DESC LIMIT ?", (limit if limit else -1,))
+        return [TrainingExample(rid, kind, thread,
+                                tuple(Message(m["id"], m["thread"], m["sender"], m["text"],
+                                              parse_timestamp(m["sent_at"])) for m in json.loads(source)),
+                                author, output, outcome, created)
+                for rid, kind, thread, source, author, output, outcome, created in rows]
 
 
 def _message(row: tuple) -> Message:

@@ -1,0 +1,124 @@
+"""The global adapter's versions: checkpointed every round, published, rolled back.
+
+    STATE/versions/0003/adapter.npz    named float32 arrays (what the next round starts from)
+    STATE/versions/0003/adapter.gguf   the same as a llama.cpp LoRA for devices
+    STATE/versions/0003/version.json   round, metrics, privacy history and ε, sha256 of both files
+
+Versions are append-only and each is written into a temporary directory,
+fsynced, and renamed into place, so a crash leaves either the whole version
+or none. The newest version is both what devices fetch and what a restarted
+server resumes from (its `round` is the round offset). A rollback publishes a
+copy of an earlier version as a new one: devices move to it by fetching the
+newest as usual, and the round counter and the privacy spent keep counting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tidings.federated.adapter import AdapterSpec, Arrays, export_gguf, load_arrays, save_arrays
+from tidings.models.registry import sha256_file
+
+
+@dataclass(frozen=True)
+class Version:
+    version: int
+    round: int
+    created: str
+    sha256: str  # of adapter.gguf, what devices load
+    arrays_sha256: str
+    layout: str
+    spec: dict
+    metrics: dict = field(default_factory=dict)
+    privacy_history: list = field(default_factory=list)  # [noise multiplier, sampling rate] per noised round
+    epsilon: float = 0.0
+    delta: float = 1e-5
+    rolled_back_to: int | None = None
+
+
+class AdapterRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+
+    def dir(self, version: int) -> Path:
+        return self.versions_dir / f"{version:04d}"
+
+    def versions(self) -> list[Version]:
+        found = []
+        for path in sorted(self.versions_dir.glob("[0-9]" * 4)):
+            meta = path / "version.json"
+            if meta.is_file():
+                found.append(Version(**json.loads(meta.read_text())))
+        return found
+
+    def newest(self) -> Version | None:
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+    def get(self, version: int) -> Version:
+        meta = self.dir(version) / "version.json"
+        if not meta.is_file():
+            raise KeyError(f"no adapter version {version} in {self.root}")
+        return Version(**json.loads(meta.read_text()))
+
+    def arrays(self, version: int) -> Arrays:
+        return load_arrays(self.dir(version) / "adapter.npz")
+
+    def gguf(self, version: int) -> Path:
+        return self.dir(version) / "adapter.gguf"
+
+    def publish(self, arrays: Arrays, spec: AdapterSpec, layout: str, *, round: int, metrics: dict,
+                privacy_history: list, epsilon: float, delta: float, rolled_back_to: int | None = None) -> Version:
+        newest = self.newest()
+        number = newest.version + 1 if newest else 0
+        tmp = self.versions_dir / f".tmp-{number:04d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_arrays(tmp / "adapter.npz", arrays)
+        export_gguf(arrays, spec, tmp / "adapter.gguf")
+        version = Version(version=number, round=round, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          sha256=sha256_file(tmp / "adapter.gguf"), arrays_sha256=sha256_file(tmp / "adapter.npz"),
+                          layout=layout, spec=asdict(spec), metrics=metrics, privacy_history=privacy_history,
+                          epsilon=epsilon, delta=delta, rolled_back_to=rolled_back_to)
+        (tmp / "version.json").write_text(json.dumps(asdict(version), indent=2))
+        for name in ("adapter.npz", "adapter.gguf", "version.json"):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.dir(number))
+        _fsync_dir(self.versions_dir)
+        return version
+
+    def rollback(self, to: int) -> Version:
+        """Publish version `to` again as the newest (keeping the round count and the privacy spent)."""
+        target, newest = self.get(to), self.newest()
+        return self.publish(self.arrays(to), AdapterSpec(**{**target.spec, "target_modules":
+                                                             tuple(target.spec["target_modules"])}),
+                            target.layout, round=newest.round, metrics={"rolled_back_to": to},
+                            privacy_history=newest.privacy_history, epsilon=newest.epsilon, delta=newest.delta,
+                            rolled_back_to=to)
+
+    def verify(self, version: int) -> bool:
+        meta = self.get(version)
+        return (sha256_file(self.gguf(version)) == meta.sha256
+                and sha256_file(self.dir(version) / "adapter.npz") == meta.arrays_sha256)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def arrays_equal(a: Arrays, b: Arrays) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
