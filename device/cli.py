@@ -27,6 +27,7 @@ from tidings.device.voice.audio import (
     find_device,
 )
 from tidings.device.voice.loop import Mark
+from tidings.federated.cli import add_federation_parser
 from tidings.device.voice.tts import TtsError, open_tts
 from tidings.models.registry import (
     ModelError,
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "its sha256.")
     p.add_argument("--verify", action="store_true", help="re-hash every file instead of trusting earlier checks")
     p.set_defaults(func=cmd_models)
+
+    add_federation_parser(sub)
     return parser
 
 
