@@ -216,6 +216,15 @@ class Store:
         )
         return [_message(row) for row in rows]
 
+    def recent_messages(self, thread: str, limit: int = 20) -> list[Message]:
+        """The thread's newest `limit` messages, read or not, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, thread, sender, text, sent_at, extra FROM messages"
+            " WHERE thread = ? ORDER BY sent_utc DESC, seq DESC LIMIT ?",
+            (thread, limit),
+        )
+        return [_message(row) for row in rows][::-1]
+
     def rejected_lines(self) -> list[tuple[str, int, str]]:
         return list(self.db.execute("SELECT origin, line, reason FROM rejected_lines ORDER BY id"))
 

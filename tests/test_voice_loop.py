@@ -158,6 +158,10 @@ def test_an_stt_failure_is_spoken_and_the_draft_survives(tmp_path, summarizer, h
     said = [m.detail for m in loop.timeline if m.kind == "say"]
     assert "Sorry, I could not make that out. Please say it again." in said
     assert len(store.outbox()) == 1 and any(d in store.outbox()[0].text.lower() for d in DICTATED)
+    # The sent reply, with the thread it answers, is kept on the device for personalization.
+    [example] = store.training_examples()
+    assert (example.kind, example.outcome, example.output) == ("reply", "accepted", store.outbox()[0].text)
+    assert [m.id for m in example.messages] == ["f1", "f2"]
 
 
 def test_speaking_over_a_long_summary_stops_it(tmp_path, summarizer, hibari, stt):

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tidings.device.messages import Message
 from tidings.device.sentences import sentences
 from tidings.device.store import Store
 from tidings.device.summarizer import Summarizer
@@ -31,8 +32,20 @@ from tidings.device.voice.audio import AudioSink, AudioSource
 from tidings.device.voice.commands import COMMAND_WORDS
 from tidings.device.voice.compose import ReplyComposer
 from tidings.device.voice.dialog import (
-    Action, Arrived, Call, Compose, Dialog, Discard, Drafted, Heard, Pending, ReadSummary, Say, SendResult,
-    State, SummaryRead,
+    Action,
+    Arrived,
+    Call,
+    Compose,
+    Dialog,
+    Discard,
+    Drafted,
+    Heard,
+    Pending,
+    ReadSummary,
+    Say,
+    SendResult,
+    State,
+    SummaryRead,
 )
 from tidings.device.voice.stt import WhisperStt
 from tidings.device.voice.tts import Tts
@@ -57,17 +70,21 @@ _END = object()  # the microphone's input ended
 class VoiceLoop:
     def __init__(self, *, store: Store, summarizer: Summarizer, composer: ReplyComposer, tts: Tts, stt: WhisperStt,
                  endpointer: Endpointer, source: AudioSource, sink: AudioSink, wearer: str = "",
-                 poll_seconds: float = 0.25, on_mark: Callable[[Mark], None] | None = None) -> None:
+                 poll_seconds: float = 0.25, on_mark: Callable[[Mark], None] | None = None,
+                 keep_examples: int = 500) -> None:
         self.store, self.summarizer, self.composer = store, summarizer, composer
         self.tts, self.stt, self.endpointer = tts, stt, endpointer
         self.source, self.sink = source, sink
         self.wearer = wearer
         self.poll_seconds = poll_seconds
         self.on_mark = on_mark
+        self.keep_examples = keep_examples  # retention limit of the on-device training examples
         self.dialog = Dialog()
         self.timeline: list[Mark] = []
         self._events: queue.Queue = queue.Queue()
         self._announced: dict[str, frozenset[str]] = {}
+        self._edited: set[int] = set()  # drafts the wearer dictated again
+        self._heard_summaries: dict[str, tuple[list[Message], str]] = {}
         self._started = 0.0
 
     # -- running ------------------------------------------------------------------
@@ -163,11 +180,15 @@ class VoiceLoop:
             case ReadSummary(thread):
                 self._read_summary(thread)
             case Compose(thread, dictation, draft_id):
+                self._learn_from_summary(thread)
                 reply = self.composer.compose(dictation)
                 log.info("reply from %s%s", reply.source, f" (model draft rejected: {reply.rejected})"
                          if reply.rejected else "")
-                draft = (self.store.update_draft(draft_id, reply.text) if draft_id is not None
-                         else self.store.add_draft(thread, reply.text))
+                if draft_id is not None:
+                    self._edited.add(draft_id)
+                    draft = self.store.update_draft(draft_id, reply.text)
+                else:
+                    draft = self.store.add_draft(thread, reply.text)
                 self._handle(Drafted(draft))
             case Discard(draft_id):
                 self.store.discard_draft(draft_id)
@@ -179,6 +200,9 @@ class VoiceLoop:
                     self._handle(SendResult(False, str(exc)))
                     return
                 self._mark("sent", f"{entry.thread}: {entry.text}")
+                outcome = "edited" if tool_call.draft_id in self._edited else "accepted"
+                self.store.add_training_example("reply", entry.thread, self.store.recent_messages(entry.thread),
+                                                entry.text, outcome, author=self.wearer, keep=self.keep_examples)
                 self._handle(SendResult(True))
 
     def _read_summary(self, thread: str) -> None:
@@ -196,7 +220,20 @@ class VoiceLoop:
         record = self.summarizer.record(thread, messages, stream.outcome, with_suggestions=False)
         # Saved and marked read once spoken, in one transaction: it is never read out as new again.
         self.store.record_summary(thread, record.message_ids, record.to_json())
+        if stream.outcome.source == "model":
+            self._heard_summaries[thread] = (messages, stream.outcome.text)
         self._handle(SummaryRead(thread, stream.outcome.text))
+
+    def _learn_from_summary(self, thread: str) -> None:
+        """A model summary the wearer heard and then answered counts as accepted: kept for personalization.
+
+        Only on this device, in the store's training examples, under their
+        retention limit; federated rounds train on them and send only adapter
+        updates.
+        """
+        if thread in self._heard_summaries:
+            messages, text = self._heard_summaries.pop(thread)
+            self.store.add_training_example("summary", thread, messages, text, "accepted", keep=self.keep_examples)
 
     def _speak(self, text: str, mark: str) -> None:
         for i, sentence in enumerate(sentences([text])):
