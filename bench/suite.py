@@ -268,11 +268,29 @@ def measure_quality(models: dict[str, Path], dialogues: int | None) -> dict:
 # -- voice ----------------------------------------------------------------------------------
 
 
-def measure_voice(arrivals: int, dictations: int) -> dict:
-    from tidings.bench.voice_bench import measure_latency
+def _voice_worker(arrivals: int, dictations: int) -> dict:
+    """Runs in its own process: the voice bench's latency part through the real voice loop."""
+    from tidings.bench.voice_bench import Options, measure_arrivals, measure_readback
+    from tidings.device.agent import open_summarizer
+    from tidings.device.voice.stt import WhisperStt
+    from tidings.device.voice.tts import HibariTts
 
-    latency = measure_latency(arrivals=arrivals, dictations=dictations)
-    return {"first_spoken_word_s": latency["arrival_to_first_word_s"], "readback_s": latency["speech_end_to_readback_s"]}
+    config = Config()
+    options = Options(arrivals=arrivals, dictations=dictations, progress=False)
+    summarizer, tts, stt = open_summarizer(config), HibariTts(config.voice.voice), WhisperStt()
+    arrival = measure_arrivals(summarizer, tts, stt, config, options)
+    readback = measure_readback(summarizer, tts, stt, config, options)
+    return {"first_spoken_word_s": arrival["summary"], "readback_s": readback["summary"],
+            "readback_parts_s": readback["parts"]}
+
+
+def measure_voice(arrivals: int, dictations: int, profile: Profile) -> dict:
+    with tqdm(total=1, desc="voice loop latency (real time)", unit="process") as bar:
+        out = subprocess.run([sys.executable, "-m", "tidings.bench.suite", "--voice-worker", str(arrivals),
+                              str(dictations)], check=True, capture_output=True, text=True,
+                             preexec_fn=_limit(profile)).stdout
+        bar.update(1)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -393,7 +411,7 @@ def run(quick: bool, profile: Profile, out: Path) -> dict:
     report["variants"] = measure_speed(models, threads, rounds=1 if quick else 2, repeats=3 if quick else 5,
                                        bandwidth_gbs=report["machine"]["bandwidth_gbs"], profile=profile)
     report |= measure_stages(repeats=3 if quick else 10, profile=profile)
-    report["voice"] = measure_voice(arrivals=5 if quick else 20, dictations=3 if quick else 10)
+    report["voice"] = measure_voice(arrivals=4 if quick else 20, dictations=2 if quick else 10, profile=profile)
     report["quality"] = measure_quality(models, None if quick else 100)
     report["projection"] = projection(report, profile)
     report["machine"]["load_avg_end"] = os.getloadavg()
@@ -435,9 +453,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--stages-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--voice-worker", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stages_worker:
         print(json.dumps(_stages_worker(args.stages_worker)))
+        return 0
+    if args.voice_worker:
+        print(json.dumps(_voice_worker(*args.voice_worker)))
         return 0
     return run_from_args(args)
 

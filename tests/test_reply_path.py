@@ -78,6 +78,7 @@ def test_dictation_is_cleaned_of_filler(dictation, clean):
     ("I'll be there at seven.", "seven"),
     ("I'll be there at six with Tom.", "adds Tom"),
     ("Okay.", "drops words"),
+    ("I'll be there at six. I'm coming.", "adds words the wearer did not say: coming"),
     ("Tell her I will definitely absolutely certainly be there at six o'clock tonight for sure, promise, really.",
      "longer than"),
     ("Dictated: tell her", "echoes"),

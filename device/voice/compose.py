@@ -5,7 +5,7 @@ must read as they would type it, keep their meaning and add nothing. The LLM
 rewrites the dictation (it sees only the dictation, not the thread), and its
 text is kept only if every person, number, time and date in it was dictated
 (the grounding validator, with the dictation as the only source), it keeps
-most of the dictated content words, and it is not much longer. Otherwise the
+most of the dictated content words and adds none, and it is not much longer. Otherwise the
 reply is the dictation itself, cleaned of filler: always the wearer's meaning.
 """
 
@@ -66,9 +66,12 @@ def rewrite_problem(rewrite: str, dictation: str) -> str:
     grounding = check_grounding(rewrite, [source])
     if not grounding.ok:
         return "adds " + ", ".join(grounding.unsupported)
-    wanted = _content_words(dictation)
-    if wanted and len(wanted & _content_words(rewrite)) < KEEP_SHARE * len(wanted):
+    wanted, written = _content_words(dictation), _content_words(rewrite)
+    if wanted and len(wanted & written) < KEEP_SHARE * len(wanted):
         return "drops words the wearer said"
+    # Names and numbers are not the only facts: "I'm coming." adds a promise.
+    if added := sorted(written - wanted):
+        return "adds words the wearer did not say: " + ", ".join(added)
     return ""
 
 
