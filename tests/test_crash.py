@@ -83,12 +83,19 @@ def run_to_end(feed: Path, store: Path, tmp_path: Path) -> list[str]:
     return announced(out)
 
 
-def check_exactly_once(store: Path, announcements: list[str]) -> None:
+def check_exactly_once(store: Path, announcements: list[str], killed_while_announcing: bool = False) -> None:
+    """Every message stored once, every thread summarized once, no thread announced twice.
+
+    A summary is saved (and its messages marked read) before it is printed, so
+    a kill in the instant between the two leaves that one summary saved but not
+    printed: announcements are at most once, never twice.
+    """
     ids = stored_ids(store)
     assert len(ids) == len(set(ids)) == THREADS * PER_THREAD
     counts = Counter(announcements)
     assert max(counts.values()) == 1, f"announced twice: {[t for t, n in counts.items() if n > 1]}"
-    assert set(counts) == {f"t{i:03d}" for i in range(THREADS)}
+    unprinted = {f"t{i:03d}" for i in range(THREADS)} - set(counts)
+    assert len(unprinted) <= (1 if killed_while_announcing else 0), unprinted
     with sqlite3.connect(store) as db:
         per_thread = Counter(t for (t,) in db.execute("SELECT thread FROM summaries"))
         unread = db.execute("SELECT count(*) FROM messages WHERE read_at IS NULL").fetchone()[0]
@@ -109,5 +116,5 @@ def test_kill_while_summarizing(feed: Path, tmp_path: Path):
     process = start(feed, store, tmp_path)
     kill_when(process, lambda: summary_count(store) >= 20)
     before = announced(process.stdout.read())
-    assert 20 <= len(before) < THREADS
-    check_exactly_once(store, before + run_to_end(feed, store, tmp_path))
+    assert 19 <= len(before) < THREADS
+    check_exactly_once(store, before + run_to_end(feed, store, tmp_path), killed_while_announcing=True)
