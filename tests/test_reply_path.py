@@ -9,7 +9,7 @@ import pytest
 from tidings.device.messages import parse_lines
 from tidings.device.store import Store
 from tidings.device.tools import ToolCall, ToolError, send_reply, validate
-from tidings.device.voice.compose import ReplyComposer, clean_dictation, rewrite_problem
+from tidings.device.voice.compose import ReplyComposer, clean_dictation, needs_tidying, rewrite_problem
 
 FEED = ['{"id": "m1", "thread": "family", "sender": "Mom", "text": "Pick up Lily at 5:30?", '
         '"sent_at": "2026-11-20T15:02:00+01:00"}']
@@ -88,9 +88,26 @@ def test_a_rewrite_may_not_add_facts_or_drop_meaning(rewrite, problem):
     assert (problem in result) if problem else result == ""
 
 
+@pytest.mark.parametrize("dictation, tidy", [
+    ("Tell her I'll be there at six.", False), ("Can we move it to Friday?", False),
+    ("um tell her I'll be there at six", True), ("the the blue one", True), ("at six, no wait, at seven", True),
+])
+def test_only_a_disfluent_dictation_goes_to_the_model(dictation, tidy):
+    assert needs_tidying(dictation) is tidy
+
+
+def test_a_clean_dictation_is_read_back_without_a_model_call():
+    class NoModel:
+        def complete(self, *args, **kwargs):
+            raise AssertionError("the model was asked to rewrite a clean dictation")
+
+    assert ReplyComposer(NoModel()).compose("Tell her I'll be there at six.").text == "Tell her I'll be there at six."
+
+
 @pytest.mark.model
 def test_the_composer_keeps_the_wearers_meaning_on_the_real_model(engine):
-    for dictation in ["um tell her I'll be there at six", "yes uh the blue one please", "can we move it to Friday"]:
+    for dictation in ["um tell her I'll be there at six", "yes uh the blue one please", "can we uh move it to Friday",
+                      "the the slides are ready"]:
         reply = ReplyComposer(engine).compose(dictation)
         assert reply.source in ("model", "dictation")
         assert rewrite_problem(reply.text, clean_dictation(dictation)) == ""

@@ -1,8 +1,9 @@
 """From the wearer's dictation to the reply they hear read back.
 
 Speech recognition gives the wearer's words with their ums and ahs. The reply
-must read as they would type it, keep their meaning and add nothing. The LLM
-rewrites the dictation (it sees only the dictation, not the thread), and its
+must read as they would type it, keep their meaning and add nothing. When
+the dictation has filler, a stammer or a self-correction, the LLM rewrites it
+(it sees only the dictation, not the thread), and its
 text is kept only if every person, number, time and date in it was dictated
 (the grounding validator, with the dictation as the only source), it keeps
 most of the dictated content words and adds none, and it is not much longer. Otherwise the
@@ -52,6 +53,19 @@ def clean_dictation(text: str) -> str:
     return text if text[-1] in ".!?" else text + "."
 
 
+_DISFLUENCY = re.compile(r"\b(\w+)\s+\1\b|\b(?:i mean|no wait|scratch that|actually no|sorry)\b", re.IGNORECASE)
+
+
+def needs_tidying(dictation: str) -> bool:
+    """Filler, a stammered repeat or a self-correction: only then is the model asked to rewrite.
+
+    Whisper already writes clean sentences with capitals and punctuation; a
+    model call costs most of a second before the read-back, and every rewrite
+    is a chance to change the wearer's meaning.
+    """
+    return bool(_FILLER.search(dictation) or _DISFLUENCY.search(dictation))
+
+
 def _content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
 
@@ -84,7 +98,7 @@ class ReplyComposer:
 
     def compose(self, dictation: str) -> ComposedReply:
         cleaned = clean_dictation(dictation)
-        if self.engine is None or not cleaned:
+        if self.engine is None or not cleaned or not needs_tidying(dictation):
             return ComposedReply(cleaned, "dictation")
         prompt = dictation_prompt(self.engine.prompt_format, cleaned)
         rewrite = " ".join(self.engine.complete(prompt, max_tokens=self.max_tokens, stop=("\n",)).text.split())
