@@ -21,11 +21,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tqdm import tqdm
-
 from tidings.device.config import Config, EngineConfig
 from tidings.device.prompts import FORMATS, summary_prompt
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
+from tqdm import tqdm
 
 DIALOGUE = (
     "Mom: Can someone pick up Lily from soccer practice at 5:30 today? I'm stuck at the dentist.\n"
@@ -114,7 +113,7 @@ def run(model: str, threads: int, n_ctx: int, rounds: int, repeats: int) -> dict
     report: dict = {
         "benchmark": "engine",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_model(), "cores": _cores(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
         "model": model, "threads": threads, "n_ctx": n_ctx, "gen_tokens": GEN_TOKENS,
         "rounds": rounds, "repeats": repeats,
     }
@@ -136,7 +135,7 @@ def run(model: str, threads: int, n_ctx: int, rounds: int, repeats: int) -> dict
     return report
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-
 from tidings.device.voice.audio import SAMPLE_RATE, resample
 from tidings.device.voice.tts import Tts
 

@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from tidings.bench.engine_bench import DIALOGUE, _cpu_model
+from tidings.bench.engine_bench import DIALOGUE, cpu_model
 from tidings.device.config import Config
 from tidings.models.quantize import requantize
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
@@ -120,7 +120,7 @@ def _timed(fn) -> float:
 
 
 def machine_facts() -> dict:
-    return {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
             "load_avg": os.getloadavg()}
 

@@ -26,8 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rouge_score import rouge_scorer
-from tqdm import tqdm
-
 from tidings.device.config import Config, EngineConfig, SummarizerConfig
 from tidings.device.engine import Engine
 from tidings.device.extractive import extractive_summary
@@ -36,6 +34,7 @@ from tidings.device.prompts import render_dialogue, summary_prompt
 from tidings.device.summarizer import Summarizer
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
 from tidings.models.training.data import DATA_DIR, load_samsum
+from tqdm import tqdm
 
 PUBLISHED = {  # SAMSum test, ROUGE-1/2/L
     "t5-base zero-shot": (22.7, 6.6, 19.2),

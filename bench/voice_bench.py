@@ -88,9 +88,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
-
-from tidings.bench.speech_corpus import Script, Turn, script_audio, utterance, with_noise
+from tidings.bench.engine_bench import cpu_model
+from tidings.bench.speech_corpus import (
+    Script,
+    Turn,
+    script_audio,
+    utterance,
+    with_noise,
+)
 from tidings.device.config import Config
 from tidings.device.messages import Message
 from tidings.device.store import Store
@@ -102,6 +107,7 @@ from tidings.device.voice.loop import VoiceLoop
 from tidings.device.voice.stt import WhisperStt
 from tidings.device.voice.tts import EspeakTts, HibariTts, Tts
 from tidings.device.voice.vad import Endpointer, SileroVad
+from tqdm import tqdm
 
 # Short chat replies as a wearer would dictate them: times, names, numbers.
 REPLIES: tuple[str, ...] = (
@@ -635,16 +641,6 @@ def measure_readback(summarizer, tts: Tts, stt: WhisperStt, config: Config, opti
 
 
 # -- the machine ------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict:
