@@ -279,3 +279,10 @@ def test_corrupt_speech_model_names_the_fix(tmp_path, monkeypatch):
     # The intact copy passes: only the damaged file was the problem.
     blob.write_bytes((real / "model.bin").read_bytes())
     assert speech_model_dir(WHISPER_TINY_EN, manifest=manifest) == package / "model"
+
+
+def test_speech_starts_at_once_without_the_voices_leading_silence(hibari):
+    for tts in (hibari, EspeakTts()):
+        speech = tts.synthesize("Two new messages from Mom.")
+        first_sound = np.flatnonzero(np.abs(speech.audio) > 0.01)[0] / speech.sample_rate
+        assert first_sound <= 0.05, type(tts).__name__
