@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the bare base model without its task adapter (to see what the adapter adds)")
     p.set_defaults(func=cmd_summarize)
 
-    p = sub.add_parser("demo", help="summarize the bundled demo feed in a throwaway store")
+    p = sub.add_parser("demo", help="summarize and speak the bundled demo feed, in a throwaway store")
     p.add_argument("--json", action="store_true", help="one JSON object per thread per line")
     p.add_argument("--no-adapter", action="store_true", help="use the bare base model without its task adapter")
     p.add_argument("--quiet", action="store_true", help="print the summaries without speaking them")
