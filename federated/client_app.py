@@ -64,6 +64,7 @@ class DeviceClient(NumPyClient):
     def __init__(self, context: Context) -> None:
         self.node_config = context.node_config
         self.node_id = context.node_id
+        self.run_id = context.run_id
 
     def examples(self, max_examples: int):
         if "store" in self.node_config:
@@ -74,8 +75,9 @@ class DeviceClient(NumPyClient):
     def work_dir(self) -> Path:
         if "work-dir" in self.node_config:
             return Path(str(self.node_config["work-dir"]))
+        # Per run: a virtual device of another run (other settings) must not resume this one's local checkpoint.
         name = self.node_config.get("partition-id", self.node_id)
-        return Path(tempfile.gettempdir()) / f"tidings-fl-device-{name}"
+        return Path(tempfile.gettempdir()) / f"tidings-fl-run{self.run_id}-device-{name}"
 
     def fit(self, parameters: list[np.ndarray], config: dict):
         model = embedded_model()
