@@ -94,8 +94,10 @@ def _worker(args: argparse.Namespace) -> None:
     print(json.dumps(_measure(args.worker, args.model, args.threads, args.n_ctx, args.repeats)))
 
 
-def _summary(values: list[float]) -> dict:
+def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
+    if not ordered:
+        return {"p50": None, "p95": None, "n": 0}
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {"p50": statistics.median(ordered), "p95": p95, "n": len(ordered)}
 
@@ -120,10 +122,10 @@ def run(model: str, threads: int, n_ctx: int, rounds: int, repeats: int) -> dict
     for variant, workers in results.items():
         runs = [run for w in workers for run in w["runs"]]
         report[variant] = {
-            "load_s": _summary([w["load_s"] for w in workers]),
-            "ttft_s": _summary([r["ttft_s"] for r in runs]),
-            "prompt_tok_s": _summary([r["prompt_tok_s"] for r in runs]),
-            "gen_tok_s": _summary([r["gen_tok_s"] for r in runs]),
+            "load_s": percentiles([w["load_s"] for w in workers]),
+            "ttft_s": percentiles([r["ttft_s"] for r in runs]),
+            "prompt_tok_s": percentiles([r["prompt_tok_s"] for r in runs]),
+            "gen_tok_s": percentiles([r["gen_tok_s"] for r in runs]),
             "prompt_tokens": runs[0]["prompt_tokens"],
             "peak_rss_mb": max(w["peak_rss_mb"] for w in workers),
         }

@@ -51,7 +51,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from tidings.bench.engine_bench import DIALOGUE, cpu_model
+from tidings.bench.engine_bench import DIALOGUE, cpu_model, percentiles
 from tidings.device.config import Config
 from tidings.models.quantize import requantize
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
@@ -92,14 +91,6 @@ GOALS = {
     "first_spoken_word_p95_s": ("<=", 0.8),
     "readback_p95_s": ("<=", 1.2),
 }
-
-
-def percentiles(values: list[float]) -> dict:
-    ordered = sorted(values)
-    if not ordered:
-        return {"p50": None, "p95": None, "n": 0}
-    return {"p50": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-            "n": len(ordered)}
 
 
 # -- machine ------------------------------------------------------------------------
@@ -180,6 +171,7 @@ def _stages_worker(repeats: int) -> dict:
     """Runs in its own process: load everything the agent loads, then time each stage."""
     import tempfile
 
+    import llama_cpp
     from tidings.bench.speech_corpus import utterance
     from tidings.device.agent import open_summarizer
     from tidings.device.grounding import check_grounding
@@ -215,8 +207,6 @@ def _stages_worker(repeats: int) -> dict:
                 messages = store.unread_messages("t0")
             engine.reset_cache()
             completion = engine.complete(prompt, max_tokens=64, stop=("\n\n",))
-            import llama_cpp
-
             perf = llama_cpp.llama_perf_context(engine.llm.ctx)
             stages["prompt_eval_s"].append(perf.t_p_eval_ms / 1000)
             stages["generation_s"].append(perf.t_eval_ms / 1000)
