@@ -4,8 +4,10 @@ One command for the engineer deciding whether Tidings fits their board. In one r
 
 * machine: CPU model, cores, memory, load, and the measured memory bandwidth
   (a single-threaded numpy copy of 256 MB arrays, best of five);
-* speed per model variant and thread count: the embedded Q4_K_M and variants
-  requantized from it with llama.cpp's quantizer (Q8_0, Q4_0), through the
+* speed per model variant and thread count: the embedded Q4_K_M, its
+  lean-vocabulary variant (models/trim.py; peak RSS of its engine process
+  against the full model's too) and variants requantized from it with
+  llama.cpp's quantizer (Q8_0, Q4_0), through the
   Tidings engine and through raw llama-cpp-python in alternating processes;
   each generation speed is also divided by the bandwidth roofline (bandwidth
   / bytes read per generated token, taken as the GGUF's size: every weight is
@@ -31,14 +33,16 @@ Writes DIR/report.json and DIR/*.png, prints a summary table. report.json:
     date, mode ("quick"|"full"), machine {cpu, cores, memory_gb, bandwidth_gbs, load_avg},
     profile {name, cores, memory_cap_gb, board_bandwidth_gbs | null},
     variants: [{name, file_mb, threads: {N: {engine: {gen_tok_s, prompt_tok_s, ttft_s}, raw: {...},
-                generation_ratio_vs_raw, generation_ratio_vs_roofline, roofline_tok_s}}}]  (p50/p95/n each),
+                generation_ratio_vs_raw, generation_ratio_vs_roofline, roofline_tok_s, engine_peak_rss_mb}}}]
+              (p50/p95/n each),
     stages: {ingest_s, prompt_eval_s, generation_s, validation_s, tts_first_audio_s, stt_s, vad_chunk_s}  (p50/p95/n),
     memory_mb: {base, llm, adapter, stt, tts, vad, peak_rss},
     voice: {first_spoken_word_s, readback_s}  (p50/p95/n),
     quality: {variant: {rouge_l, dialogues, source}},
     projection: {board, gen_tok_s, derivation} | null,
     headline: generation_ratio_vs_raw, generation_ratio_vs_roofline, peak_rss_mb, first_spoken_word_p95_s,
-              readback_p95_s, rouge_l, goals {name: {goal, value, met}}
+              readback_p95_s, rouge_l, lean_vs_full_decode_ratio, lean_vs_full_rss_ratio,
+              goals {name: {goal, value, met}}
 
     tidings bench --quick --out bench/results/quick    # under 5 minutes on two cores
     tidings bench --out bench/results/full             # everything
@@ -55,7 +59,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +67,7 @@ import psutil
 from tidings.bench.engine_bench import DIALOGUE, cpu_model, percentiles
 from tidings.device.config import Config
 from tidings.models.quantize import requantize
-from tidings.models.registry import DEFAULT_MODEL, resolve_model
+from tidings.models.registry import DEFAULT_MODEL, ModelFile, resolve_model
 from tqdm import tqdm
 
 
@@ -84,12 +88,18 @@ PROFILES = {
     # A thin laptop: 4 cores, dual-channel DDR4, about 20 GB/s; 8 GB.
     "laptop": Profile("laptop", 4, 8.0, 20.0),
 }
+# The lean-vocabulary variant of the embedded model (models/trim.py); its
+# quality against the full model is measured by tidings.bench.lean_eval.
+LEAN_MODEL = "gemma3-270m-q4_k_m-lean32k"
+LEAN_LABEL = "Q4_K_M lean32k"
 GOALS = {
     "generation_ratio_vs_raw": (">=", 0.95),
     "generation_ratio_vs_roofline": (">=", 0.7),
     "peak_rss_mb": ("<=", 600),
     "first_spoken_word_p95_s": ("<=", 0.8),
     "readback_p95_s": ("<=", 1.2),
+    "lean_vs_full_decode_ratio": (">=", 1.8),
+    "lean_vs_full_rss_ratio": ("<=", 0.6),
 }
 
 
@@ -131,25 +141,31 @@ def _limit(profile: Profile):
 # -- speed: engine vs raw, per variant and thread count ------------------------------------
 
 
-def _engine_worker(variant: str, model: Path, threads: int, repeats: int, profile: Profile) -> dict:
+def _model_argument(model: ModelFile) -> str:
+    return model.lean.name if model.lean else str(model.path)  # a lean model needs its manifest entry
+
+
+def _engine_worker(variant: str, model: ModelFile, threads: int, repeats: int, profile: Profile) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "tidings.bench.engine_bench", "--worker", variant, "--model", str(model),
+        [sys.executable, "-m", "tidings.bench.engine_bench", "--worker", variant, "--model", _model_argument(model),
          "--threads", str(threads), "--repeats", str(repeats)],
         check=True, capture_output=True, text=True, preexec_fn=_limit(profile)).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure_speed(models: dict[str, Path], threads: list[int], rounds: int, repeats: int, bandwidth_gbs: float,
+def measure_speed(models: dict[str, ModelFile], threads: list[int], rounds: int, repeats: int, bandwidth_gbs: float,
                   profile: Profile) -> list[dict]:
     jobs = [(name, t, r, v) for name in models for t in threads for r in range(rounds)
             for v in (("raw", "engine") if r % 2 == 0 else ("engine", "raw"))]
     runs: dict[tuple[str, int, str], list[dict]] = {}
+    rss: dict[tuple[str, int, str], list[float]] = {}
     for name, t, _, v in tqdm(jobs, desc="speed: engine vs raw llama.cpp", unit="process"):
         result = _engine_worker(v, models[name], t, repeats, profile)
         runs.setdefault((name, t, v), []).extend(result["runs"])
+        rss.setdefault((name, t, v), []).append(result["peak_rss_mb"])
     variants = []
-    for name, path in models.items():
-        size = path.stat().st_size
+    for name, model in models.items():
+        size = model.path.stat().st_size
         roofline = bandwidth_gbs * 1e9 / size
         per_threads = {}
         for t in threads:
@@ -159,6 +175,7 @@ def measure_speed(models: dict[str, Path], threads: list[int], rounds: int, repe
             entry["generation_ratio_vs_raw"] = engine_gen / entry["raw"]["gen_tok_s"]["p50"]
             entry["roofline_tok_s"] = roofline
             entry["generation_ratio_vs_roofline"] = engine_gen / roofline
+            entry["engine_peak_rss_mb"] = max(rss[(name, t, "engine")])
             per_threads[t] = entry
         variants.append({"name": name, "file_mb": size / 1e6, "threads": per_threads})
     return variants
@@ -235,7 +252,7 @@ def measure_stages(repeats: int, profile: Profile) -> dict:
 # -- quality --------------------------------------------------------------------------------
 
 
-def measure_quality(models: dict[str, Path], dialogues: int | None) -> dict:
+def measure_quality(models: dict[str, ModelFile], dialogues: int | None) -> dict:
     """ROUGE-L per variant on the first `dialogues` SAMSum test dialogues; None: the last full report."""
     if dialogues is None:
         full = Path("bench/results/samsum/summary_quality.json")
@@ -248,8 +265,8 @@ def measure_quality(models: dict[str, Path], dialogues: int | None) -> dict:
 
     quality = {}
     adapter = Path(__file__).resolve().parents[1] / "models" / "adapters" / "tidings-task" / "adapter.gguf"
-    for name, path in tqdm(models.items(), desc="quality: ROUGE-L per variant", unit="variant"):
-        report, _ = summary_eval(adapter, dialogues, ("device",), threads=0, model=str(path))
+    for name, model in tqdm(models.items(), desc="quality: ROUGE-L per variant", unit="variant"):
+        report, _ = summary_eval(adapter, dialogues, ("device",), threads=0, model=_model_argument(model))
         quality[name] = {"rouge_l": report["results"]["device"]["rougeL"], "dialogues": report["dialogues"],
                          "source": "measured in this run"}
     return quality
@@ -297,6 +314,10 @@ def headline(report: dict) -> dict:
         "readback_p95_s": (report.get("voice") or {}).get("readback_s", {}).get("p95"),
         "rouge_l": (report["quality"].get("Q4_K_M") or {}).get("rouge_l"),
     }
+    full = embedded["threads"][most]
+    lean = next((v["threads"][most] for v in report["variants"] if v["name"] == LEAN_LABEL), None)
+    values["lean_vs_full_decode_ratio"] = lean and lean["engine"]["gen_tok_s"]["p50"] / full["engine"]["gen_tok_s"]["p50"]
+    values["lean_vs_full_rss_ratio"] = lean and lean["engine_peak_rss_mb"] / full["engine_peak_rss_mb"]
     goals = {}
     for name, (op, goal) in GOALS.items():
         value = values[name]
@@ -386,14 +407,14 @@ def _save(fig, path: Path) -> Path:
 def run(quick: bool, profile: Profile, out: Path) -> dict:
     config = Config()
     embedded = resolve_model(DEFAULT_MODEL, config.model.cache_dir)
-    models = {"Q4_K_M": embedded.path}
+    models = {"Q4_K_M": embedded, LEAN_LABEL: resolve_model(LEAN_MODEL, config.model.cache_dir)}
     if not quick:
         for ftype in ("Q8_0", "Q4_0"):
-            models[ftype] = requantize(embedded, ftype, config.model.cache_dir / "requantized")
+            models[ftype] = ModelFile(requantize(embedded, ftype, config.model.cache_dir / "requantized"), None)
     cores = profile.cores or len(os.sched_getaffinity(0))
     cores = min(cores, len(os.sched_getaffinity(0)))
     threads = [cores] if quick else sorted({1, *range(2, cores + 1)})
-    report: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                     "mode": "quick" if quick else "full", "machine": machine_facts(),
                     "profile": {"name": profile.name, "cores": cores, "memory_cap_gb": profile.memory_cap_gb,
                                 "board_bandwidth_gbs": profile.board_bandwidth_gbs}}
@@ -417,11 +438,11 @@ def print_summary(report: dict, out: Path) -> None:
     machine = report["machine"]
     print(f"\n{machine['cpu']}, {report['profile']['cores']} cores ({report['profile']['name']}), "
           f"bandwidth {machine['bandwidth_gbs']:.1f} GB/s, {report['mode']} mode, {report['date']}")
-    print(f"{'variant':<8} {'threads':>7} {'engine tok/s':>12} {'raw tok/s':>10} {'vs raw':>7} {'roofline':>9} "
+    print(f"{'variant':<15} {'threads':>7} {'engine tok/s':>12} {'raw tok/s':>10} {'vs raw':>7} {'roofline':>9} "
           f"{'vs roof':>8}")
     for v in report["variants"]:
         for t, e in v["threads"].items():
-            print(f"{v['name']:<8} {t:>7} {e['engine']['gen_tok_s']['p50']:12.1f} {e['raw']['gen_tok_s']['p50']:10.1f} "
+            print(f"{v['name']:<15} {t:>7} {e['engine']['gen_tok_s']['p50']:12.1f} {e['raw']['gen_tok_s']['p50']:10.1f} "
                   f"{e['generation_ratio_vs_raw']:7.2f} {e['roofline_tok_s']:9.1f} "
                   f"{e['generation_ratio_vs_roofline']:8.2f}")
     print("stage p50 / p95 (s): " + ", ".join(f"{k.removesuffix('_s')} {s['p50']:.3f}/{s['p95']:.3f}"
@@ -456,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help="the embedded model only, all cores only, few repeats (under 5 minutes on two cores)")
+                        help="the embedded model and its lean variant only, all cores only, few repeats (under 5 minutes "
+                        "on two cores)")
     parser.add_argument("--profile", choices=list(PROFILES), default="this-machine",
                         help="pin cores and cap memory like this board; its speed is then projected (default: "
                         "%(default)s)")

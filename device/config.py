@@ -42,6 +42,14 @@ class EngineConfig:
     n_threads: int = 0
     n_batch: int = 512
     seed: int = 0
+    # How a lean-vocabulary model reads input tokens it lacks: "exact" (from
+    # the base model's embedding rows: the full model's input, bit for bit)
+    # or "spelled" (as smaller kept tokens of the same text).
+    lean_input: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.lean_input not in ("exact", "spelled"):
+            raise ConfigError(f'engine.lean_input must be "exact" or "spelled", got {self.lean_input!r}')
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ uses a sliding-window KV cache that cannot be trimmed in the middle, so the
 context is created with a full-size SWA cache (`swa_full`), which makes that
 reuse possible (a summary's retry and its reply suggestions share the thread's
 dialogue as a prefix).
+
+A lean-vocabulary model (models/trim.py) is used like any other: the engine
+reads its input with the full model's tokenizer (device/vocab.py), so
+adapters trained on the full model apply unchanged.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-
 from tidings.device.config import EngineConfig
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
+from tidings.device.vocab import LeanTokenizer, ModelTokenizer
 from tidings.models.registry import ModelFile
 
 
@@ -68,20 +72,6 @@ def detect_prompt_format(metadata: dict[str, str], default: str | None) -> Promp
     raise ValueError("cannot tell this model's prompt format: it has no chat template Tidings knows")
 
 
-def tokenize_prompt(llm: llama_cpp.Llama, prompt: Prompt, *, bos: bool = True) -> list[int]:
-    """BOS (where the model wants one), then control parts with special tokens, content parts without.
-
-    Training tokenizes with this same function (on a vocabulary-only model),
-    so an adapter learns exactly the token ids it will see on the device.
-    SmolLM2's BOS is `<|im_start|>` and its metadata says not to add it: its
-    prompts open with that token already.
-    """
-    tokens = [llm.token_bos()] if bos and llm._model.add_bos_token() else []
-    for text, is_control in prompt.parts:
-        tokens += llm.tokenize(text.encode("utf-8"), add_bos=False, special=is_control)
-    return tokens
-
-
 class Engine:
     def __init__(self, model: ModelFile, config: EngineConfig = EngineConfig()) -> None:
         started = time.perf_counter()
@@ -101,6 +91,11 @@ class Engine:
         self.prompt_format = detect_prompt_format(
             self.llm.metadata, model.spec.prompt_format if model.spec else None
         )
+        self.tokenizer = (
+            LeanTokenizer(model.full_vocabulary, np.load(model.lean.kept_ids_path), self.llm,
+                          exact=config.lean_input == "exact")
+            if model.lean else ModelTokenizer(self.llm)
+        )
         self._adapters: dict[str, Adapter] = {}
         self._active: dict[str, float] = {}
 
@@ -111,10 +106,10 @@ class Engine:
         return self.llm.n_ctx()
 
     def tokenize(self, prompt: Prompt) -> list[int]:
-        return tokenize_prompt(self.llm, prompt)
+        return self.tokenizer.prompt(prompt)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self.tokenizer.text(text))
 
     def next_token_logits(self, tokens: list[int]) -> np.ndarray:
         """Evaluate `tokens` from an empty cache; the logits for the token after them.
@@ -165,7 +160,7 @@ class Engine:
         )
 
     def _create(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], temperature: float):
-        tokens = self.tokenize(prompt)
+        tokens = self.tokenizer.prepare(prompt)
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(
                 f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds the "
@@ -238,6 +233,7 @@ class Engine:
     def reset_cache(self) -> None:
         """Forget every cached token: the next prompt is evaluated from scratch."""
         self.llm.reset()
+        self.tokenizer.forget()
         memory = llama_cpp.llama_get_memory(self.llm.ctx)
         if memory is not None:
             llama_cpp.llama_memory_clear(memory, True)

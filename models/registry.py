@@ -48,14 +48,41 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class LeanSpec:
+    """A lean-vocabulary model made from a base model (`tidings models trim`, models/trim.py)."""
+
+    name: str
+    description: str
+    base: str
+    kept_ids: str  # relative to this folder: the base-model id of every kept token, in lean-id order
+    kept: int
+    held_out_coverage: float
+    sha256: str
+    size_bytes: int
+
+    @property
+    def kept_ids_path(self) -> Path:
+        return MANIFEST.parent / self.kept_ids
+
+
+@dataclass(frozen=True)
 class ModelFile:
-    """A verified GGUF on disk; `spec` is None for a model given by path."""
+    """A verified GGUF on disk; `spec` is None for a model given by path.
+
+    For a lean model `spec` is its base model's (prompt format, adapters and
+    licence carry over), `lean` says which tokens it kept, and
+    `full_vocabulary` is the base GGUF whose tokenizer reads its input.
+    """
 
     path: Path
     spec: ModelSpec | None
+    lean: LeanSpec | None = None
+    full_vocabulary: Path | None = None
 
     @property
     def name(self) -> str:
+        if self.lean:
+            return self.lean.name
         return self.spec.name if self.spec else self.path.name
 
 
@@ -63,6 +90,12 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, ModelSpec]:
     with path.open("rb") as f:
         entries = tomllib.load(f)["models"]
     return {name: ModelSpec(name=name, **fields) for name, fields in entries.items()}
+
+
+def load_lean_manifest(path: Path = MANIFEST) -> dict[str, LeanSpec]:
+    with path.open("rb") as f:
+        entries = tomllib.load(f).get("lean", {})
+    return {name: LeanSpec(name=name, **fields) for name, fields in entries.items()}
 
 
 def sha256_file(path: Path) -> str:
@@ -164,11 +197,36 @@ def ensure_model(spec: ModelSpec, cache_dir: Path, *, force_verify: bool = False
     return ModelFile(path, spec)
 
 
+def ensure_lean_model(lean: LeanSpec, cache_dir: Path, *, force_verify: bool = False) -> ModelFile:
+    """The lean model's file, made from its base model and the kept ids in this repository if needed."""
+    from tidings.models.trim import (
+        make_lean_model,  # gguf-py is only needed to build one
+    )
+
+    base = ensure_model(load_manifest()[lean.base], cache_dir, force_verify=force_verify)
+    path = cache_dir / f"{lean.name}.gguf"
+    if not (path.is_file() and verify_file(path, lean.sha256, force=force_verify)):
+        if not lean.kept_ids_path.is_file():
+            raise ModelError(f"lean model {lean.name!r}: its kept-token list {lean.kept_ids_path} is missing.\n"
+                             f"  fix: git checkout -- models/{lean.kept_ids}, or rebuild it with "
+                             f"`tidings models trim --keep {lean.kept}`")
+        make_lean_model(base.path, lean.kept_ids_path, path)
+        if not verify_file(path, lean.sha256):
+            path.unlink()
+            raise ModelError(f"lean model {lean.name!r}: the file built from {base.path.name} does not match its "
+                             f"sha256 {lean.sha256[:12]}… (another gguf package version?).\n"
+                             f"  fix: rebuild it with `tidings models trim --keep {lean.kept}`")
+    return ModelFile(path, base.spec, lean=lean, full_vocabulary=base.path)
+
+
 def resolve_model(name_or_path: str, cache_dir: Path) -> ModelFile:
-    """A manifest name or a path to a GGUF file."""
+    """A manifest name (base or lean model) or a path to a GGUF file."""
     manifest = load_manifest()
     if name_or_path in manifest:
         return ensure_model(manifest[name_or_path], cache_dir)
+    lean = load_lean_manifest()
+    if name_or_path in lean:
+        return ensure_lean_model(lean[name_or_path], cache_dir)
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf" or path.exists():
         if not path.is_file():
@@ -177,7 +235,7 @@ def resolve_model(name_or_path: str, cache_dir: Path) -> ModelFile:
             if f.read(4) != b"GGUF":
                 raise ModelError(f"{path} is not a GGUF file (bad magic).\n  fix: point `[model] name` at a .gguf model")
         return ModelFile(path, None)
-    known = ", ".join(manifest)
+    known = ", ".join([*manifest, *lean])
     raise ModelError(f"unknown model {name_or_path!r}.\n  fix: use one of {known}, or a path to a .gguf file")
 
 

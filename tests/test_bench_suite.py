@@ -6,6 +6,8 @@ import json
 
 import pytest
 from tidings.bench.suite import (
+    LEAN_LABEL,
+    LEAN_MODEL,
     PROFILES,
     headline,
     measure_speed,
@@ -14,8 +16,9 @@ from tidings.bench.suite import (
     percentiles,
     projection,
 )
+from tidings.device.config import Config
 from tidings.models.quantize import requantize
-from tidings.models.registry import ModelError
+from tidings.models.registry import ModelError, resolve_model
 
 pytestmark = pytest.mark.model
 
@@ -28,14 +31,22 @@ def test_percentiles():
 def test_speed_is_measured_against_raw_llama_cpp_and_the_roofline(embedded_model):
     bandwidth = memory_bandwidth_gbs(megabytes=64, repeats=2)
     assert bandwidth > 0.5  # GB/s: any machine that runs Tidings copies memory faster than this
-    [variant] = measure_speed({"Q4_K_M": embedded_model.path}, [2], rounds=1, repeats=1, bandwidth_gbs=bandwidth,
-                              profile=PROFILES["this-machine"])
+    lean = resolve_model(LEAN_MODEL, Config().model.cache_dir)
+    variant, lean_variant = measure_speed({"Q4_K_M": embedded_model, LEAN_LABEL: lean}, [2], rounds=1, repeats=1,
+                                          bandwidth_gbs=bandwidth, profile=PROFILES["this-machine"])
     entry = variant["threads"][2]
     assert entry["engine"]["gen_tok_s"]["p50"] > 0 and entry["raw"]["gen_tok_s"]["p50"] > 0
     assert entry["generation_ratio_vs_raw"] == pytest.approx(
         entry["engine"]["gen_tok_s"]["p50"] / entry["raw"]["gen_tok_s"]["p50"])
     assert entry["roofline_tok_s"] == pytest.approx(bandwidth * 1e9 / embedded_model.path.stat().st_size)
     assert 0 < entry["generation_ratio_vs_roofline"] < 5
+    assert lean_variant["file_mb"] < variant["file_mb"] / 2
+    assert lean_variant["threads"][2]["engine_peak_rss_mb"] < entry["engine_peak_rss_mb"]
+    values = headline({"variants": [variant, lean_variant], "memory_mb": {"peak_rss": 1.0}, "voice": {},
+                       "quality": {}})
+    assert values["lean_vs_full_decode_ratio"] == pytest.approx(
+        lean_variant["threads"][2]["engine"]["gen_tok_s"]["p50"] / entry["engine"]["gen_tok_s"]["p50"])
+    assert 0 < values["lean_vs_full_rss_ratio"] < 1
 
 
 def test_the_whole_agent_loads_in_one_process_and_every_stage_is_timed():
@@ -64,6 +75,7 @@ def test_projections_say_they_are_projections_and_goals_are_judged():
     assert goals["generation_ratio_vs_roofline"]["met"] is False
     assert goals["peak_rss_mb"]["met"] is False
     assert goals["readback_p95_s"]["met"] is None  # not measured is not a pass
+    assert goals["lean_vs_full_decode_ratio"]["met"] is None
     json.dumps(goals)
 
 

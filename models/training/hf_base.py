@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from tidings.models.registry import ModelFile, sha256_file
+from tidings.models.registry import ModelError, ModelFile, sha256_file
 
 log = logging.getLogger("tidings")
 
@@ -58,5 +58,8 @@ def ensure_hf_base(model: ModelFile, cache_dir: Path) -> Path:
 
 
 def load_hf_base(model: ModelFile, cache_dir: Path) -> torch.nn.Module:
+    if model.lean:
+        raise ModelError(f"{model.name} is a lean-vocabulary model: train on its base model {model.lean.base}; "
+                         f"its adapters apply to the lean model unchanged")
     path = ensure_hf_base(model, cache_dir)
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
