@@ -96,6 +96,7 @@ class Engine:
                           exact=config.lean_input == "exact")
             if model.lean else ModelTokenizer(self.llm)
         )
+        self._rng = np.random.default_rng(config.seed)  # a lean model's sampling (llama.cpp samples the others)
         self._adapters: dict[str, Adapter] = {}
         self._active: dict[str, float] = {}
 
@@ -160,12 +161,16 @@ class Engine:
         )
 
     def _create(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], temperature: float):
-        tokens = self.tokenizer.prepare(prompt)
+        lean_exact = isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact
+        tokens = self.tokenizer.full_ids(prompt) if lean_exact else self.tokenizer.prepare(prompt)
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(
                 f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds the "
                 f"context of {self.n_ctx}; fold the input into smaller pieces first"
             )
+        if lean_exact:
+            return self.tokenizer.generate(prompt, max_tokens=max_tokens, stop=prompt.stop + stop,
+                                           temperature=temperature, rng=self._rng)
         return self.llm.create_completion(
             tokens,
             max_tokens=max_tokens,

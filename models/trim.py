@@ -37,6 +37,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+from tidings.device.vocab import FIXED_IDS
 from tidings.models.registry import (
     MANIFEST,
     ModelError,
@@ -47,7 +48,6 @@ from tidings.models.registry import (
 from tidings.models.spm import merge_path
 from tqdm import tqdm
 
-FIXED_IDS = 494  # ids 0-493: control tokens, turn markers and the byte tokens
 SCRIPT_RANGES = (
     (0x0000, 0x024F),  # Basic Latin to Latin Extended-B
     (0x1E00, 0x1EFF),  # Latin Extended Additional (Vietnamese, Welsh)

@@ -11,6 +11,7 @@ import pytest
 from tidings.device.config import Config, EngineConfig, with_overrides
 from tidings.device.engine import Engine
 from tidings.device.prompts import FORMATS, render_dialogue, summary_prompt
+from tidings.device.vocab import FIXED_IDS
 from tidings.models.registry import (
     ModelError,
     ensure_lean_model,
@@ -21,7 +22,6 @@ from tidings.models.registry import (
 from tidings.models.spm import merge_path
 from tidings.models.training.data import split_holdout, training_dialogues
 from tidings.models.trim import (
-    FIXED_IDS,
     BaseVocabulary,
     build,
     unreachable,
