@@ -21,7 +21,13 @@ from tidings.device.voice.loop import Mark, VoiceLoop
 from tidings.device.voice.stt import WhisperStt
 from tidings.device.voice.tts import open_tts
 from tidings.device.voice.vad import Endpointer, SileroVad
-from tidings.models.registry import load_adapter_manifest, load_manifest, resolve_adapter, resolve_model
+from tidings.models.registry import (
+    load_adapter_manifest,
+    load_lean_manifest,
+    load_manifest,
+    resolve_adapter,
+    resolve_model,
+)
 
 log = logging.getLogger("tidings")
 TASK_ADAPTER = "task"
@@ -43,11 +49,13 @@ def open_summarizer(config: Config, *, use_adapter: bool = True) -> Summarizer:
     """
     adapter = config.model.task_adapter if use_adapter else ""
     shipped = load_adapter_manifest().get(adapter)
-    if shipped and shipped.base != config.model.name:
+    lean = load_lean_manifest().get(config.model.name)
+    base = lean.base if lean else config.model.name  # a lean model runs its base model's adapters
+    if shipped and shipped.base != base:
         log.warning("the shipped adapter %r is for %s, not %s: running without it", adapter, shipped.base,
                     config.model.name)
         adapter = ""
-    spec = load_manifest().get(config.model.name)
+    spec = load_manifest().get(base)
     if use_adapter and not adapter and not (spec and spec.instruction_tuned):
         log.warning("no task adapter for %s, a base model: summaries are extractive "
                     "(set [model] task_adapter to use the model)", config.model.name)

@@ -8,6 +8,7 @@ import gguf
 import llama_cpp
 import numpy as np
 import pytest
+from tidings.device.agent import TASK_ADAPTER, open_summarizer
 from tidings.device.config import Config, EngineConfig, with_overrides
 from tidings.device.engine import Engine
 from tidings.device.prompts import FORMATS, render_dialogue, summary_prompt
@@ -179,3 +180,12 @@ def test_manifest_sections_are_replaced_in_place():
     updated = upsert_manifest_section(text, '[lean."m"]', '[lean."m"]\nnew = 2\n')
     assert updated == '[a]\nx = 1\n\n[lean."m"]\nnew = 2\n\n# the next table\n[b]\ny = 2\n'
     assert upsert_manifest_section("[a]\n", '[lean."n"]', '[lean."n"]\nz = 3\n') == '[a]\n\n[lean."n"]\nz = 3\n'
+
+
+def test_the_agent_runs_a_lean_model_with_its_base_models_adapter():
+    summarizer = open_summarizer(with_overrides(Config(), model={"name": LEAN}))
+    try:
+        assert summarizer.engine.model.lean is not None
+        assert summarizer.engine.active_adapters == {TASK_ADAPTER: 1.0}
+    finally:
+        summarizer.engine.close()
