@@ -13,6 +13,7 @@ reads, and its logits over the kept tokens are the full model's.
 from __future__ import annotations
 
 import ctypes
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tidings.device.prompts import Prompt
 
 FIXED_IDS = 494  # a lean model keeps the base's ids 0-493 (control, turn markers, bytes) verbatim
 HIDDEN_SAMPLE = 1024  # kept output rows the hidden state is solved from
+_WORD = re.compile(r"\w+")
 
 
 def tokenize_prompt(llm: llama_cpp.Llama, prompt: Prompt, *, bos: bool = True) -> list[int]:
@@ -80,6 +82,7 @@ class LeanTokenizer:
         self.to_lean = np.full(self.full.n_vocab(), -1, dtype=np.int64)
         self.to_lean[kept_ids] = np.arange(len(kept_ids))
         self._spelled: dict[int, list[int]] = {}
+        self._words: dict[str, list[int]] = {}
         self._embeddings = _BaseEmbeddings(full_vocabulary, self.full.n_vocab(), lean, kept_ids) if exact else None
         self._evaluated: list[int] = []  # the full ids whose positions we put into the lean context
 
@@ -95,6 +98,17 @@ class LeanTokenizer:
             mapped = int(self.to_lean[token])
             lean_ids += [mapped] if mapped >= 0 else self._spell(token)
         return lean_ids
+
+    def _word_tokens(self, word: str) -> list[int]:
+        """The word, with and without a leading space, where that is a single token."""
+        if word not in self._words:
+            found = []
+            for text in (word, " " + word):
+                ids = self.full.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+                if len(ids) == 1:
+                    found.append(ids[0])
+            self._words[word] = found
+        return self._words[word]
 
     def _spell(self, full_id: int) -> list[int]:
         """A dropped token as lean tokens of the same bytes."""
@@ -151,12 +165,16 @@ class LeanTokenizer:
         """Chunks shaped like `Llama.create_completion(stream=True)`'s, generated over kept and copied tokens.
 
         Besides its kept tokens the model may emit any token of the prompt it
-        lacks (a rare name, a word to quote back): its logit is the full
+        lacks, or any word of the prompt, spaced or not, that is one token (a
+        rare name, a word to quote back): its logit is the full
         model's, the output layer being the input embedding, and it is read
         back from its embedding like every other token.
         """
         full_ids = self._prefill(prompt)
-        copyable = np.array(sorted({t for t in full_ids if self.to_lean[t] < 0}), dtype=np.int64)
+        # A name opens a chat line without a space ("Martina: ...", often two pieces there) and
+        # returns mid-sentence with one: every word of the prompt is a candidate, spaced or not.
+        said = set(full_ids).union(*(self._word_tokens(w) for w in set(_WORD.findall(prompt.text))))
+        copyable = np.array(sorted(t for t in said if self.to_lean[t] < 0), dtype=np.int64)
         copy_logits = self._embeddings.logit_map(copyable)
         n_vocab = self.lean.n_vocab()
         text = b""

@@ -189,3 +189,12 @@ def test_the_agent_runs_a_lean_model_with_its_base_models_adapter():
         assert summarizer.engine.active_adapters == {TASK_ADAPTER: 1.0}
     finally:
         summarizer.engine.close()
+
+
+def test_a_word_of_the_prompt_can_be_said_spaced_or_not(engines):
+    _, lean = engines
+    full = lean.tokenizer.full
+    [spaced] = full.tokenize(b" Martina", add_bos=False)
+    [bare] = full.tokenize(b"Martina", add_bos=False)
+    assert sorted(lean.tokenizer._word_tokens("Martina")) == sorted([spaced, bare])
+    assert lean.tokenizer._word_tokens("pneumonoultramicroscopicsilicovolcanoconiosis") == []
