@@ -100,15 +100,22 @@ class LeanTokenizer:
         return lean_ids
 
     def _word_tokens(self, word: str) -> list[int]:
-        """The word, with and without a leading space, where that is a single token."""
+        """The word as written, capitalized, lower or upper case, spaced or not, where that is one token."""
         if word not in self._words:
-            found = []
-            for text in (word, " " + word):
-                ids = self.full.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-                if len(ids) == 1:
-                    found.append(ids[0])
-            self._words[word] = found
+            found = set()
+            for form in {word, word.capitalize(), word.lower(), word.upper()}:
+                for text in (form, " " + form):
+                    ids = self.full.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+                    if len(ids) == 1:
+                        found.add(ids[0])
+            self._words[word] = sorted(found)
         return self._words[word]
+
+    def _twin(self, full_id: int) -> list[int]:
+        """A token with or without its leading space, if that is a token too: the first piece of a
+        name split in two at the start of a chat line returns spaced mid-sentence."""
+        piece = self.full.detokenize([full_id], special=False).decode("utf-8", errors="ignore")
+        return self._word_tokens(piece.strip()) if piece.strip() else []
 
     def _spell(self, full_id: int) -> list[int]:
         """A dropped token as lean tokens of the same bytes."""
@@ -165,15 +172,17 @@ class LeanTokenizer:
         """Chunks shaped like `Llama.create_completion(stream=True)`'s, generated over kept and copied tokens.
 
         Besides its kept tokens the model may emit any token of the prompt it
-        lacks, or any word of the prompt, spaced or not, that is one token (a
+        lacks, or any word or piece of the prompt in its usual spellings (a
         rare name, a word to quote back): its logit is the full
         model's, the output layer being the input embedding, and it is read
         back from its embedding like every other token.
         """
         full_ids = self._prefill(prompt)
-        # A name opens a chat line without a space ("Martina: ...", often two pieces there) and
-        # returns mid-sentence with one: every word of the prompt is a candidate, spaced or not.
-        said = set(full_ids).union(*(self._word_tokens(w) for w in set(_WORD.findall(prompt.text))))
+        # A name opens a chat line without a space ("Martina: ...", often in pieces there) and
+        # returns mid-sentence with one; "bbq" comes back as "BBQ": every word and piece of the
+        # prompt is a candidate in its usual spellings.
+        words = set(_WORD.findall(prompt.text))
+        said = set(full_ids).union(*(self._word_tokens(w) for w in words), *(self._twin(t) for t in set(full_ids)))
         copyable = np.array(sorted(t for t in said if self.to_lean[t] < 0), dtype=np.int64)
         copy_logits = self._embeddings.logit_map(copyable)
         n_vocab = self.lean.n_vocab()

@@ -191,10 +191,14 @@ def test_the_agent_runs_a_lean_model_with_its_base_models_adapter():
         summarizer.engine.close()
 
 
-def test_a_word_of_the_prompt_can_be_said_spaced_or_not(engines):
+def test_a_word_of_the_prompt_can_be_said_spaced_or_not_and_in_its_usual_cases(engines):
     _, lean = engines
     full = lean.tokenizer.full
-    [spaced] = full.tokenize(b" Martina", add_bos=False)
-    [bare] = full.tokenize(b"Martina", add_bos=False)
-    assert sorted(lean.tokenizer._word_tokens("Martina")) == sorted([spaced, bare])
+    [spaced] = full.tokenize(b" Eric", add_bos=False)
+    [bare] = full.tokenize(b"Eric", add_bos=False)
+    assert {spaced, bare} <= set(lean.tokenizer._word_tokens("eric"))
+    # At the start of a chat line "Martina" is two pieces; mid-sentence " Martina" is one token.
+    pieces = full.tokenize(b"Martina", add_bos=False)
+    assert len(pieces) == 2
+    assert full.tokenize(b" Martina", add_bos=False)[0] in lean.tokenizer._word_tokens("Martina")
     assert lean.tokenizer._word_tokens("pneumonoultramicroscopicsilicovolcanoconiosis") == []
