@@ -25,8 +25,11 @@ def _cache_home() -> Path:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # A name from models/manifest.toml, or a path to any GGUF file.
-    name: str = "gemma3-270m-q4_k_m"
+    # A name from models/manifest.toml, or a path to any GGUF file. The default
+    # is the embedded Gemma 3 270M with its output layer cut to 32k tokens: twice
+    # the decoding speed, and on the SAMSum test the same summary for 96.5% of
+    # dialogues and the same ROUGE-L (bench/lean_eval.py, models/lean/).
+    name: str = "gemma3-270m-q4_k_m-lean32k"
     cache_dir: Path = field(default_factory=lambda: _cache_home() / "models")
     # The LoRA task adapter that teaches the base model to summarize: a shipped
     # adapter's name (models/manifest.toml) or a GGUF path; empty means none,
