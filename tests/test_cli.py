@@ -71,8 +71,9 @@ def test_a_missing_feed_or_a_bad_config_is_a_clear_error(tmp_path: Path):
 def test_models_lists_and_verifies(tmp_path: Path):
     result = tidings("models", tmp_path=tmp_path)
     assert result.returncode == 0
-    assert "gemma3-270m-q4_k_m (default)" in result.stdout and "smollm2-135m-instruct-q4_1" in result.stdout
-    assert result.stdout.count("  ok: ") == 6  # two base models, the shipped adapter, three speech models
+    assert "gemma3-270m-q4_k_m-lean32k (default)" in result.stdout and "smollm2-135m-instruct-q4_1" in result.stdout
+    # two base models, three lean models, the shipped adapter, three speech models
+    assert result.stdout.count("  ok: ") == 9
 
 
 def test_help_explains_every_command():
