@@ -36,7 +36,19 @@ DIALOGUE = (
 GEN_TOKENS = 64
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's own peak RSS.
+
+    Not getrusage's ru_maxrss: Linux carries it across exec, so a worker
+    started from a big parent (pytest with a model loaded) would report the
+    parent's size. VmHWM belongs to the process's own memory map.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -87,7 +99,7 @@ def _measure(variant: str, model_name: str, threads: int, n_ctx: int, repeats: i
             "gen_tokens": perf.n_eval,
             "gen_tok_s": perf.n_eval / (perf.t_eval_ms / 1000),
         })
-    return {"variant": variant, "load_s": load_s, "runs": runs, "peak_rss_mb": _peak_rss_mb()}
+    return {"variant": variant, "load_s": load_s, "runs": runs, "peak_rss_mb": peak_rss_mb()}
 
 
 def _worker(args: argparse.Namespace) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from tidings.bench.engine_bench import cpu_model
+from tidings.bench.engine_bench import cpu_model, peak_rss_mb
 from tidings.bench.summary_eval import run as summary_run
 from tidings.device.config import Config
 from tidings.models.registry import (
@@ -128,7 +127,7 @@ def _worker(model_name: str, threads: int) -> dict:
             grammar_tokens += 1
         grammar_s += time.perf_counter() - started
     return {"gen_tok_s": eval_tokens / (eval_ms / 1000), "grammar_ms_per_token": 1000 * grammar_s / grammar_tokens,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "file_mb": model.path.stat().st_size / 1e6}
 
 

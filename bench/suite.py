@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from tidings.bench.engine_bench import DIALOGUE, cpu_model, percentiles
+from tidings.bench.engine_bench import DIALOGUE, cpu_model, peak_rss_mb, percentiles
 from tidings.device.config import Config
 from tidings.models.quantize import requantize
 from tidings.models.registry import DEFAULT_MODEL, ModelFile, resolve_model
@@ -233,7 +233,7 @@ def _stages_worker(repeats: int) -> dict:
             chunks = speech[: len(speech) // 512 * 512].reshape(-1, 512)
             vad.reset()
             stages["vad_chunk_s"].append(_timed(lambda: [vad.probability(c) for c in chunks]) / len(chunks))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_mb() * 1024 * 1024
     order = ["base", "llm+adapter", "stt", "tts", "vad"]
     added = {k: (memory[k] - memory[order[i - 1]]) / 1e6 if i else memory[k] / 1e6 for i, k in enumerate(order)}
     return {"stages": {k: percentiles(v) for k, v in stages.items()},
