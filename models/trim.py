@@ -71,14 +71,14 @@ class BaseVocabulary:
     def read(cls, reader: gguf.GGUFReader) -> BaseVocabulary:
         tokens = reader.get_field(_TOKENS)
         pieces = [bytes(tokens.parts[i]).decode("utf-8", errors="replace") for i in tokens.data]
-        scores = reader.get_field(_SCORES)
-        types = reader.get_field(_TYPES)
-        return cls(pieces,
-                   np.array([scores.parts[i][0] for i in scores.data], dtype=np.float32),
-                   np.array([types.parts[i][0] for i in types.data], dtype=np.int32))
+        return cls(pieces, _array(reader.get_field(_SCORES), np.float32), _array(reader.get_field(_TYPES), np.int32))
 
     def score_map(self) -> dict[str, float]:
         return {piece: float(score) for piece, score in zip(self.pieces, self.scores)}
+
+
+def _array(field: gguf.ReaderField, dtype: type) -> np.ndarray:
+    return np.array([field.parts[i][0] for i in field.data], dtype=dtype)
 
 
 def mandatory_ids(vocab: BaseVocabulary) -> set[int]:
@@ -146,7 +146,6 @@ def coverage(token_ids: Sequence[Sequence[int]], kept: np.ndarray) -> float:
 
 def write_lean_gguf(reader: gguf.GGUFReader, kept: np.ndarray, target: Path, note: str) -> None:
     """The base GGUF with only the `kept` tokens (ids renumbered in order), written atomically."""
-    vocab = BaseVocabulary.read(reader)
     new_id = {int(old): new for new, old in enumerate(kept)}
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
     fd, partial = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".partial")
@@ -161,9 +160,9 @@ def write_lean_gguf(reader: gguf.GGUFReader, kept: np.ndarray, target: Path, not
             if field.name == _TOKENS:
                 writer.add_token_list([bytes(field.parts[field.data[i]]) for i in kept])
             elif field.name == _SCORES:
-                writer.add_token_scores(vocab.scores[kept].tolist())
+                writer.add_token_scores(_array(field, np.float32)[kept].tolist())
             elif field.name == _TYPES:
-                writer.add_token_types(vocab.types[kept].tolist())
+                writer.add_token_types(_array(field, np.int32)[kept].tolist())
             elif field.name.startswith("tokenizer.ggml.") and field.name.endswith("_token_id"):
                 old = int(field.contents())
                 if old not in new_id:
@@ -173,7 +172,7 @@ def write_lean_gguf(reader: gguf.GGUFReader, kept: np.ndarray, target: Path, not
                 sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
                 writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
         writer.add_string("tidings.lean.note", note)
-        writer.add_uint32("tidings.lean.full_vocabulary", len(vocab.pieces))
+        writer.add_uint32("tidings.lean.full_vocabulary", len(reader.get_field(_TOKENS).data))
         # Where the base file keeps every token's input embedding: the engine
         # reads the rows of tokens the lean model lacks from there.
         embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
