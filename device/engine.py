@@ -33,6 +33,7 @@ from tidings.device.config import EngineConfig
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
 from tidings.device.vocab import LeanTokenizer, ModelTokenizer
 from tidings.models.registry import ModelFile
+from tidings.models.spm import SpmTokenizer
 
 
 class AdapterError(RuntimeError):
@@ -92,8 +93,8 @@ class Engine:
             self.llm.metadata, model.spec.prompt_format if model.spec else None
         )
         self.tokenizer = (
-            LeanTokenizer(model.full_vocabulary, np.load(model.lean.kept_ids_path), self.llm,
-                          exact=config.lean_input == "exact")
+            LeanTokenizer(SpmTokenizer.load(model.full_tokenizer), model.full_vocabulary,
+                          np.load(model.lean.kept_ids_path), self.llm, exact=config.lean_input == "exact")
             if model.lean else ModelTokenizer(self.llm)
         )
         self._rng = np.random.default_rng(config.seed)  # a lean model's sampling (llama.cpp samples the others)

@@ -3,8 +3,9 @@
 A lean model (models/trim.py) keeps a subset of the base vocabulary, and
 llama.cpp's tokenizer over that subset segments rare words differently from
 the full one: the model would read pieces it never saw in training. So a lean
-engine tokenizes with the full vocabulary (a vocabulary-only load of the base
-GGUF) and maps each id to the lean model's; a token the lean model lacks is
+engine tokenizes with the full vocabulary (`SpmTokenizer`: llama.cpp's
+algorithm over flat arrays, a sixth of a second llama.cpp vocabulary's memory)
+and maps each id to the lean model's; a token the lean model lacks is
 spelled with the lean model's own pieces (or bytes) of the same text. Where
 every input token was kept, the lean model reads exactly what the full model
 reads, and its logits over the kept tokens are the full model's.
@@ -13,31 +14,40 @@ reads, and its logits over the kept tokens are the full model's.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import gguf
 import llama_cpp
 import numpy as np
 from tidings.device.prompts import Prompt
+from tidings.models.spm import SpmTokenizer
 
 FIXED_IDS = 494  # a lean model keeps the base's ids 0-493 (control, turn markers, bytes) verbatim
 HIDDEN_SAMPLE = 1024  # kept output rows the hidden state is solved from
 _WORD = re.compile(r"\w+")
 
 
-def tokenize_prompt(llm: llama_cpp.Llama, prompt: Prompt, *, bos: bool = True) -> list[int]:
+class Vocabulary(Protocol):
+    bos: int | None  # the token a prompt opens with, None where the model adds none
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]: ...
+
+
+def tokenize_prompt(vocabulary: Vocabulary, prompt: Prompt) -> list[int]:
     """BOS (where the model wants one), then control parts with special tokens, content parts without.
 
-    Training tokenizes with this same function (on a vocabulary-only model),
-    so an adapter learns exactly the token ids it will see on the device.
-    SmolLM2's BOS is `<|im_start|>` and its metadata says not to add it: its
-    prompts open with that token already.
+    Training tokenizes with this same function, so an adapter learns exactly
+    the token ids it will see on the device. SmolLM2's BOS is `<|im_start|>`
+    and its metadata says not to add it: its prompts open with that token
+    already.
     """
-    tokens = [llm.token_bos()] if bos and llm._model.add_bos_token() else []
+    tokens = [vocabulary.bos] if vocabulary.bos is not None else []
     for text, is_control in prompt.parts:
-        tokens += llm.tokenize(text.encode("utf-8"), add_bos=False, special=is_control)
+        tokens += vocabulary.tokenize(text, special=is_control)
     return tokens
 
 
@@ -46,12 +56,16 @@ class ModelTokenizer:
 
     def __init__(self, llm: llama_cpp.Llama) -> None:
         self.llm = llm
+        self.bos = llm.token_bos() if llm._model.add_bos_token() else None
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
 
     def prompt(self, prompt: Prompt) -> list[int]:
-        return tokenize_prompt(self.llm, prompt)
+        return tokenize_prompt(self, prompt)
 
     def text(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return self.tokenize(text, special=False)
 
     def prepare(self, prompt: Prompt) -> list[int]:
         """Ids for `Llama.create_completion`."""
@@ -72,25 +86,26 @@ class LeanTokenizer:
     model's pieces or bytes of its text.
     """
 
-    def __init__(self, full_vocabulary: Path, kept_ids: np.ndarray, lean: llama_cpp.Llama, *, exact: bool = True) -> None:
-        self.full = llama_cpp.Llama(model_path=str(full_vocabulary), vocab_only=True, verbose=False)
+    def __init__(self, full_tokenizer: SpmTokenizer, base: Path, kept_ids: np.ndarray, lean: llama_cpp.Llama, *,
+                 exact: bool = True) -> None:
+        self.full = full_tokenizer
         if len(kept_ids) != lean.n_vocab():
             raise ValueError(f"the kept-id map has {len(kept_ids)} ids but the lean model {lean.n_vocab()} tokens")
         self.lean = lean
         self._lean_vocab = llama_cpp.llama_model_get_vocab(lean.model)
         self.kept_ids = kept_ids
-        self.to_lean = np.full(self.full.n_vocab(), -1, dtype=np.int64)
+        self.to_lean = np.full(self.full.n_vocab, -1, dtype=np.int64)
         self.to_lean[kept_ids] = np.arange(len(kept_ids))
         self._spelled: dict[int, list[int]] = {}
         self._words: dict[str, list[int]] = {}
-        self._embeddings = _BaseEmbeddings(full_vocabulary, self.full.n_vocab(), lean, kept_ids) if exact else None
+        self._embeddings = _BaseEmbeddings(base, self.full.n_vocab, lean, kept_ids) if exact else None
         self._evaluated: list[int] = []  # the full ids whose positions we put into the lean context
 
     def prompt(self, prompt: Prompt) -> list[int]:
         return self.map(tokenize_prompt(self.full, prompt))
 
     def text(self, text: str) -> list[int]:
-        return self.map(self.full.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return self.map(self.full.tokenize(text, special=False))
 
     def map(self, full_ids: Sequence[int]) -> list[int]:
         lean_ids: list[int] = []
@@ -105,7 +120,7 @@ class LeanTokenizer:
             found = set()
             for form in {word, word.capitalize(), word.lower(), word.upper()}:
                 for text in (form, " " + form):
-                    ids = self.full.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+                    ids = self.full.tokenize(text, special=False)
                     if len(ids) == 1:
                         found.add(ids[0])
             self._words[word] = sorted(found)
@@ -114,13 +129,13 @@ class LeanTokenizer:
     def _twin(self, full_id: int) -> list[int]:
         """A token with or without its leading space, if that is a token too: the first piece of a
         name split in two at the start of a chat line returns spaced mid-sentence."""
-        piece = self.full.detokenize([full_id], special=False).decode("utf-8", errors="ignore")
+        piece = self.full.piece(full_id, special=False).decode("utf-8", errors="ignore")
         return self._word_tokens(piece.strip()) if piece.strip() else []
 
     def _spell(self, full_id: int) -> list[int]:
         """A dropped token as lean tokens of the same bytes."""
         if full_id not in self._spelled:
-            piece = self.full.detokenize([full_id], special=True)
+            piece = self.full.piece(full_id, special=True)
             ids = self.lean.tokenize(piece, add_bos=False, special=False)
             if self.lean.detokenize(ids, special=True) != piece:
                 raise ValueError(f"token {full_id} ({piece!r}) cannot be spelled in the lean vocabulary")
@@ -198,7 +213,7 @@ class LeanTokenizer:
             if choice < n_vocab and llama_cpp.llama_vocab_is_eog(self._lean_vocab, choice):
                 finish = "stop"
                 break
-            text += self.full.detokenize([full_id], special=False)
+            text += self.full.piece(full_id, special=False)
             decoded = text.decode("utf-8", errors="ignore")  # a split multi-byte character waits for its rest
             cut = min((i for i in (decoded.find(s) for s in stop) if i >= 0), default=-1)
             if cut >= 0:
@@ -228,15 +243,22 @@ class LeanTokenizer:
 
 
 class _BaseEmbeddings:
-    """Input embeddings of the full vocabulary, read from the base GGUF (memory-mapped: rows are read on use)."""
+    """Input embeddings of the full vocabulary, read from the base GGUF row by row as needed.
+
+    Read with pread, not memory-mapped: a mapped read pulls its neighbouring
+    pages into the process too (fault-around), and a thousand scattered rows
+    mapped that way cost 120 MB of resident memory.
+    """
 
     def __init__(self, base: Path, n_vocab: int, lean: llama_cpp.Llama, kept_ids: np.ndarray) -> None:
         offset = int(lean.metadata["tidings.lean.base_token_embd_offset"])
         self.kind = gguf.GGMLQuantizationType(int(lean.metadata["tidings.lean.base_token_embd_type"]))
         self.n_embd = lean.n_embd()
         block, block_bytes = gguf.GGML_QUANT_SIZES[self.kind]
-        self.rows = np.memmap(base, dtype=np.uint8, mode="r", offset=offset,
-                              shape=(n_vocab, self.n_embd // block * block_bytes))
+        self._file = base.open("rb")
+        self._offset = offset
+        self._row_bytes = self.n_embd // block * block_bytes
+        self._n_vocab = n_vocab
         # Gemma scales token embeddings by sqrt(n_embd) inside the graph, but
         # not embeddings given as input (llm_build_gemma3): scale them here.
         self.scale = np.float32(np.sqrt(self.n_embd)) if lean.metadata.get("general.architecture", "").startswith("gemma") else np.float32(1)
@@ -253,7 +275,12 @@ class _BaseEmbeddings:
     def output_rows(self, full_ids: np.ndarray) -> np.ndarray:
         if len(full_ids) == 0:
             return np.zeros((0, self.n_embd), dtype=np.float32)
-        return gguf.quants.dequantize(np.asarray(self.rows[full_ids]), self.kind).reshape(len(full_ids), self.n_embd)
+        if np.any((full_ids < 0) | (full_ids >= self._n_vocab)):
+            raise IndexError(f"token ids outside the {self._n_vocab}-token vocabulary")
+        fd, size = self._file.fileno(), self._row_bytes
+        raw = b"".join(os.pread(fd, size, self._offset + int(i) * size) for i in full_ids)
+        rows = np.frombuffer(raw, dtype=np.uint8).reshape(len(full_ids), size)
+        return gguf.quants.dequantize(rows, self.kind).reshape(len(full_ids), self.n_embd)
 
     def logit_map(self, full_ids: np.ndarray):
         """A function from the lean logits to the logits of `full_ids`.

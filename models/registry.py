@@ -12,11 +12,15 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import tempfile
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 MANIFEST = Path(__file__).with_name("manifest.toml")
 DEFAULT_MODEL = "gemma3-270m-q4_k_m"
@@ -70,14 +74,16 @@ class ModelFile:
     """A verified GGUF on disk; `spec` is None for a model given by path.
 
     For a lean model `spec` is its base model's (prompt format, adapters and
-    licence carry over), `lean` says which tokens it kept, and
-    `full_vocabulary` is the base GGUF whose tokenizer reads its input.
+    licence carry over), `lean` says which tokens it kept, `full_vocabulary`
+    is the base GGUF (the input embeddings of every token) and
+    `full_tokenizer` that GGUF's tokenizer tables (`tidings.models.spm`).
     """
 
     path: Path
     spec: ModelSpec | None
     lean: LeanSpec | None = None
     full_vocabulary: Path | None = None
+    full_tokenizer: Path | None = None
 
     @property
     def name(self) -> str:
@@ -216,7 +222,27 @@ def ensure_lean_model(lean: LeanSpec, cache_dir: Path, *, force_verify: bool = F
             raise ModelError(f"lean model {lean.name!r}: the file built from {base.path.name} does not match its "
                              f"sha256 {lean.sha256[:12]}… (another gguf package version?).\n"
                              f"  fix: rebuild it with `tidings models trim --keep {lean.kept}`")
-    return ModelFile(path, base.spec, lean=lean, full_vocabulary=base.path)
+    return ModelFile(path, base.spec, lean=lean, full_vocabulary=base.path,
+                     full_tokenizer=ensure_tokenizer_tables(base, cache_dir))
+
+
+def ensure_tokenizer_tables(base: ModelFile, cache_dir: Path) -> Path:
+    """The base model's tokenizer as flat arrays, built once from its GGUF into the cache.
+
+    Named after the base file's checksum, so a different base never meets
+    stale tables; a damaged file is rebuilt (nothing in it is ours alone).
+    """
+    from tidings.models.spm import SpmTokenizer, save_tables, tables_from_gguf
+
+    path = cache_dir / f"{base.path.stem}.{base.spec.sha256[:12]}.tokenizer.npz"
+    if path.is_file():
+        try:
+            SpmTokenizer.load(path)
+            return path
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            log.warning("rebuilding the damaged tokenizer tables %s (%s)", path, error)
+    save_tables(tables_from_gguf(base.path), path)
+    return path
 
 
 def resolve_model(name_or_path: str, cache_dir: Path) -> ModelFile:

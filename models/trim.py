@@ -109,7 +109,7 @@ def choose_kept(vocab: BaseVocabulary, ranked: Iterable[int], keep: int) -> np.n
         raise ValueError(f"--keep {keep} is below the {len(kept)} tokens every lean model needs")
 
     def reachable_path(token_id: int) -> set[int] | None:
-        created, final = merge_path(vocab.pieces[token_id], scores)
+        created, final = merge_path(vocab.pieces[token_id], scores.get)
         if final != [vocab.pieces[token_id]]:
             return None  # the tokenizer never produces this token from its own text
         return {index[piece] for piece in created} | {token_id}
@@ -135,7 +135,7 @@ def unreachable(vocab: BaseVocabulary, kept: np.ndarray) -> list[int]:
     """Kept multi-character tokens whose merge path leaves the kept set (must be empty)."""
     kept_pieces = {vocab.pieces[i]: float(vocab.scores[i]) for i in kept}
     return [int(i) for i in kept if vocab.types[i] == gguf.TokenType.NORMAL and len(vocab.pieces[i]) > 1
-            and merge_path(vocab.pieces[i], kept_pieces)[1] != [vocab.pieces[i]]]
+            and merge_path(vocab.pieces[i], kept_pieces.get)[1] != [vocab.pieces[i]]]
 
 
 def coverage(token_ids: Sequence[Sequence[int]], kept: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from tidings.models.registry import (
     resolve_adapter,
     resolve_model,
 )
-from tidings.models.spm import merge_path
+from tidings.models.spm import SpmTokenizer, merge_path
 from tidings.models.training.data import split_holdout, training_dialogues
 from tidings.models.trim import (
     BaseVocabulary,
@@ -79,9 +79,27 @@ def test_the_merge_loop_mirrors_llama_cpp_tokenization(embedded_model, vocab):
     assert len(lines) > 100
     for line in lines:
         ids = llm.tokenize(line.encode(), add_bos=False, special=False)
-        _, final = merge_path(line.replace(" ", "▁"), scores)
+        _, final = merge_path(line.replace(" ", "▁"), scores.get)
         if all(piece in scores for piece in final):  # else llama.cpp falls back to bytes
             assert [vocab.pieces[i] for i in ids] == final, line
+
+
+def test_the_compact_tokenizer_gives_llama_cpps_ids_and_pieces(embedded_model):
+    llm = llama_cpp.Llama(model_path=str(embedded_model.path), vocab_only=True, verbose=False)
+    tokenizer = SpmTokenizer.load(resolve_model(LEAN, Config().model.cache_dir).full_tokenizer)
+    texts = [p.text for p in held_out_prompts(40)] + TEXTS + [
+        "", " ", "a</s>b <eos> <start_of_turn>model\n", "<b>bold</b>\n\n\n\n<table>", "\u2581 already escaped"]
+    for text in texts:
+        for special in (False, True):
+            expected = llm.tokenize(text.encode(), add_bos=False, special=special)
+            assert tokenizer.tokenize(text, special=special) == expected, (text, special)
+    assert tokenizer.bos == llm.token_bos()
+    for token_id in range(0, tokenizer.n_vocab, 7):
+        for special in (False, True):
+            expected = llm.detokenize([token_id], special=special)
+            got = tokenizer.piece(token_id, special=special)
+            # llama-cpp-python reads pieces into a 32-byte buffer: a longer one comes back empty
+            assert got == expected or (expected == b"" and len(got) > 32), (token_id, special)
 
 
 def test_the_kept_set_keeps_fixed_ids_and_every_token_stays_reachable(vocab, kept):
@@ -159,7 +177,10 @@ def test_the_lean_model_is_rebuilt_from_its_kept_ids_to_the_manifest_checksum(em
     assert model.path == tmp_path / f"{LEAN}.gguf" and model.lean == spec
     assert model.full_vocabulary == tmp_path / embedded_model.path.name
     model.path.write_bytes(b"GGUF" + b"\0" * 64)  # a damaged cache file is made again, not used
-    assert ensure_lean_model(spec, tmp_path).path.stat().st_size == spec.size_bytes
+    model.full_tokenizer.write_bytes(b"PK\0\0 not a zip")
+    again = ensure_lean_model(spec, tmp_path)
+    assert again.path.stat().st_size == spec.size_bytes
+    assert SpmTokenizer.load(again.full_tokenizer).tokenize("Hello there", special=False)
 
 
 def test_a_missing_kept_id_list_is_a_clear_error(embedded_model, tmp_path, monkeypatch):
@@ -194,11 +215,11 @@ def test_the_agent_runs_a_lean_model_with_its_base_models_adapter():
 def test_a_word_of_the_prompt_can_be_said_spaced_or_not_and_in_its_usual_cases(engines):
     _, lean = engines
     full = lean.tokenizer.full
-    [spaced] = full.tokenize(b" Eric", add_bos=False)
-    [bare] = full.tokenize(b"Eric", add_bos=False)
+    [spaced] = full.tokenize(" Eric", special=False)
+    [bare] = full.tokenize("Eric", special=False)
     assert {spaced, bare} <= set(lean.tokenizer._word_tokens("eric"))
     # At the start of a chat line "Martina" is two pieces; mid-sentence " Martina" is one token.
-    pieces = full.tokenize(b"Martina", add_bos=False)
+    pieces = full.tokenize("Martina", special=False)
     assert len(pieces) == 2
-    assert full.tokenize(b" Martina", add_bos=False)[0] in lean.tokenizer._word_tokens("Martina")
+    assert full.tokenize(" Martina", special=False)[0] in lean.tokenizer._word_tokens("Martina")
     assert lean.tokenizer._word_tokens("pneumonoultramicroscopicsilicovolcanoconiosis") == []

@@ -28,7 +28,7 @@ import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm import tqdm
 
-from tidings.device.vocab import tokenize_prompt
+from tidings.device.vocab import ModelTokenizer, tokenize_prompt
 from tidings.models.training.data import Example
 
 log = logging.getLogger("tidings")
@@ -78,11 +78,12 @@ class Tokenizer:
 
     def __init__(self, gguf_path: Path) -> None:
         self.llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+        self.vocabulary = ModelTokenizer(self.llm)
 
     def example(self, example: Example, end_of_turn: str) -> TokenizedExample:
-        prompt = tokenize_prompt(self.llm, example.prompt)
-        answer = self.llm.tokenize(example.answer.encode("utf-8"), add_bos=False, special=False)
-        answer += self.llm.tokenize(end_of_turn.encode("utf-8"), add_bos=False, special=True)
+        prompt = tokenize_prompt(self.vocabulary, example.prompt)
+        answer = self.vocabulary.tokenize(example.answer, special=False)
+        answer += self.vocabulary.tokenize(end_of_turn, special=True)
         return TokenizedExample(example.id, example.task, prompt + answer, len(prompt))
 
 
