@@ -30,6 +30,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 from tidings.device.config import EngineConfig
+from tidings.device.memory import release_free_memory
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
 from tidings.device.vocab import LeanTokenizer, ModelTokenizer
 from tidings.models.registry import ModelFile
@@ -100,6 +101,7 @@ class Engine:
         self._rng = np.random.default_rng(config.seed)  # a lean model's sampling (llama.cpp samples the others)
         self._adapters: dict[str, Adapter] = {}
         self._active: dict[str, float] = {}
+        release_free_memory()
 
     # -- tokens -------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -286,3 +287,21 @@ def test_speech_starts_at_once_without_the_voices_leading_silence(hibari):
         speech = tts.synthesize("Two new messages from Mom.")
         first_sound = np.flatnonzero(np.abs(speech.audio) > 0.01)[0] / speech.sample_rate
         assert first_sound <= 0.05, type(tts).__name__
+
+
+def test_the_compact_tagger_gives_hibaris_own_phonemes(tmp_path):
+    from hibari.g2p import G2P
+    from tidings.device.voice.tagger import CompactTagger, LeanG2P, ensure_tagger_tables
+
+    from tests.conftest import SHARED_DATA
+
+    tables = ensure_tagger_tables(tmp_path)  # built in a child process
+    assert tables.is_file()
+    lean, stock = LeanG2P(CompactTagger.load(tables)), G2P()
+    chats = [d["dialogue"] for d in json.loads((SHARED_DATA / "samsum_validation.json").read_text())[:150]]
+    texts = [line.split(": ", 1)[-1] for chat in chats for line in chat.splitlines()] + SENTENCES + [
+        "I read it yesterday; will you read it tomorrow?", "They live near the live venue.", "Record the record."]
+    assert len(texts) > 1000
+    for text in texts:
+        assert lean(text) == stock(text), text
+    assert lean.tagger.predict(["no feature the weights know"]) == "NN"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tidings.device.memory import release_free_memory
 from tidings.device.voice.audio import SAMPLE_RATE
 from tidings.models.speech import WHISPER_TINY_EN, speech_model_dir
 
@@ -30,11 +31,15 @@ class WhisperStt:
         # faster-whisper imports huggingface_hub; a local model directory never
         # needs it, and offline mode makes sure nothing tries the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # CTranslate2 without Intel MKL (oneDNN instead): 30 MB less resident memory and a smaller
+        # working set per transcription, at the same speed on these CPUs (tidings bench stages).
+        os.environ.setdefault("CT2_USE_MKL", "0")
         # Imported here: faster_whisper pulls in ctranslate2 and av, about a second of start-up.
         from faster_whisper import WhisperModel
 
         self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads,
                                    local_files_only=True)
+        release_free_memory()
 
     def transcribe(self, audio: np.ndarray, *, hint_words: Sequence[str] = ()) -> Transcript:
         """Text of float32 mono 16 kHz audio. `hint_words` (the command words when a command

@@ -13,12 +13,14 @@ import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import soundfile
 
-from tidings.device.config import VoiceConfig
+from tidings.device.config import ModelConfig, VoiceConfig
+from tidings.device.memory import release_free_memory
 from tidings.models.registry import ModelError
 from tidings.models.speech import HIBARI_HEART, speech_model_dir
 
@@ -55,16 +57,20 @@ class Tts(Protocol):
 class HibariTts:
     """hibari-tts with its bundled voice "heart", 24 kHz."""
 
-    def __init__(self, voice: str = "heart", *, threads: int = 1):
+    def __init__(self, voice: str = "heart", *, threads: int = 1, cache_dir: Path | None = None):
         if voice != "heart":
             # Every other hibari voice is fetched from a model hub on first use.
             raise TtsError(f"hibari voice {voice!r} is not shipped in its package; only \"heart\" is.\n"
                            f"  fix: set [voice] voice = \"heart\"")
         # Imported here so that open_tts can fall back to espeak-ng without hibari-tts.
         from hibari import Hibari
+        from tidings.device.voice.tagger import CompactTagger, LeanG2P, ensure_tagger_tables
 
         model = speech_model_dir(HIBARI_HEART) / "hibari.onnx"
-        self._hibari = Hibari(voice=voice, model=str(model), threads=threads)
+        # Loaded now rather than on the first sentence: the first word is not kept waiting for it.
+        g2p = LeanG2P(CompactTagger.load(ensure_tagger_tables(cache_dir or ModelConfig().cache_dir)))
+        self._hibari = Hibari(voice=voice, model=str(model), threads=threads, g2p=g2p)
+        release_free_memory()
         self.sample_rate: int = self._hibari.sample_rate
 
     def synthesize(self, text: str) -> Speech:
