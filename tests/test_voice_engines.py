@@ -11,16 +11,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rapidfuzz.distance import Levenshtein
-
 from tidings.device.config import VoiceConfig
-from tidings.device.voice.audio import CHUNK, SAMPLE_RATE, MemorySource, WavFileSink, WavFileSource, read_wav, resample
+from tidings.device.sentences import sentences
+from tidings.device.voice.audio import (
+    CHUNK,
+    SAMPLE_RATE,
+    MemorySource,
+    WavFileSink,
+    WavFileSource,
+    read_wav,
+    resample,
+)
 from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command
 from tidings.device.voice.stt import WhisperStt
-from tidings.device.sentences import sentences
 from tidings.device.voice.tts import EspeakTts, HibariTts, Speech, TtsError, open_tts
 from tidings.device.voice.vad import Endpointer, SileroVad, SpeechStarted, Utterance
 from tidings.models.registry import MANIFEST, ModelError
-from tidings.models.speech import WHISPER_TINY_EN, load_speech_manifest, speech_model_dir
+from tidings.models.speech import (
+    WHISPER_TINY_EN,
+    load_speech_manifest,
+    speech_model_dir,
+)
 
 SENTENCES = [
     "Thanks for letting me know.",

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from tidings.device.memory import release_free_memory
 from tidings.device.voice.audio import SAMPLE_RATE
 from tidings.models.speech import WHISPER_TINY_EN, speech_model_dir

@@ -18,7 +18,6 @@ from typing import Protocol
 
 import numpy as np
 import soundfile
-
 from tidings.device.config import ModelConfig, VoiceConfig
 from tidings.device.memory import release_free_memory
 from tidings.models.registry import ModelError
@@ -64,7 +63,11 @@ class HibariTts:
                            f"  fix: set [voice] voice = \"heart\"")
         # Imported here so that open_tts can fall back to espeak-ng without hibari-tts.
         from hibari import Hibari
-        from tidings.device.voice.tagger import CompactTagger, LeanG2P, ensure_tagger_tables
+        from tidings.device.voice.tagger import (
+            CompactTagger,
+            LeanG2P,
+            ensure_tagger_tables,
+        )
 
         model = speech_model_dir(HIBARI_HEART) / "hibari.onnx"
         # Loaded now rather than on the first sentence: the first word is not kept waiting for it.
