@@ -45,6 +45,11 @@ class EngineConfig:
     n_threads: int = 0
     n_batch: int = 512
     seed: int = 0
+    # Memory-map the GGUF (true) or read it into memory (false). llama.cpp
+    # repacks most weights for the CPU while loading; a mapped file keeps the
+    # original pages resident beside the repacked copy (measured: 12 MB more
+    # for the lean model, 14 MB for the full one, same load time).
+    use_mmap: bool = False
     # How a lean-vocabulary model reads input tokens it lacks: "exact" (from
     # the base model's embedding rows: the full model's input, bit for bit)
     # or "spelled" (as smaller kept tokens of the same text).

@@ -87,6 +87,7 @@ class Engine:
             n_threads_batch=threads,
             seed=config.seed,
             swa_full=True,
+            use_mmap=config.use_mmap,
             verbose=False,
         )
         self.load_seconds = time.perf_counter() - started

@@ -23,7 +23,13 @@ from tidings.device.engine import Engine
 from tidings.device.extractive import extractive_summary
 from tidings.device.grounding import check_grounding
 from tidings.device.messages import Message
-from tidings.device.prompts import REPLY_TASK, SUMMARY_TASK, render_dialogue, reply_prompt, summary_prompt
+from tidings.device.prompts import (
+    REPLY_TASK,
+    SUMMARY_TASK,
+    render_dialogue,
+    reply_prompt,
+    summary_prompt,
+)
 from tidings.device.sentences import sentences
 from tidings.device.triage import Triage, fallback_suggestions, triage
 

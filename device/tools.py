@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-
 from tidings.device.store import OutboxEntry, Store
 
 MAX_REPLY_CHARS = 2000

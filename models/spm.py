@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import heapq
 import os
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tidings.device.tables import StringTable
 
 
 def merge_path(text: str, score: Callable[[str], float | None]) -> tuple[list[str], list[str]]:
@@ -84,14 +84,11 @@ class SpmTokenizer:
     """
 
     def __init__(self, tables: dict[str, np.ndarray]) -> None:
-        self._blob = tables["pieces"].tobytes()
-        self._offsets = tables["offsets"]
+        self._pieces = StringTable(tables, "pieces")
         self.scores = tables["scores"]
         self.attrs = tables["attrs"]
         if np.any(self.attrs & (LSTRIP | RSTRIP)):
             raise ValueError("this vocabulary has tokens that strip spaces around them: SpmTokenizer does not")
-        self._hashes = tables["hashes"]
-        self._by_hash = tables["by_hash"]
         self.n_vocab = len(self.scores)
         bos, add_bos, add_space_prefix = (int(v) for v in tables["flags"])
         self.bos = bos if add_bos else None
@@ -114,19 +111,11 @@ class SpmTokenizer:
 
     def text(self, token_id: int) -> bytes:
         """The token as the vocabulary spells it ("▁" for a space)."""
-        return self._blob[self._offsets[token_id]:self._offsets[token_id + 1]]
+        return self._pieces[token_id]
 
     def find(self, text: bytes) -> int:
         """The id of the token spelled `text`, or -1; the last one if several are (llama.cpp's map keeps the last)."""
-        h = zlib.crc32(text)
-        found = -1
-        i = int(self._hashes.searchsorted(np.uint32(h)))
-        while i < len(self._hashes) and self._hashes[i] == h:
-            candidate = int(self._by_hash[i])
-            if self.text(candidate) == text:
-                found = max(found, candidate)
-            i += 1
-        return found
+        return self._pieces.find(text)
 
     def piece(self, token_id: int, *, special: bool) -> bytes:
         """What the token reads as (llama.cpp's `token_to_piece`, no stripping)."""
@@ -201,10 +190,6 @@ def tables_from_gguf(path: Path) -> dict[str, np.ndarray]:
     reader = gguf.GGUFReader(path)
     tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
     pieces = [bytes(tokens.parts[i]) for i in tokens.data]
-    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in pieces], out=offsets[1:])
-    hashes = np.array([zlib.crc32(p) for p in pieces], dtype=np.uint32)
-    by_hash = np.argsort(hashes, kind="stable").astype(np.int32)
 
     def scalar(key: str, default: int) -> int:
         field = reader.get_field(key)
@@ -219,13 +204,9 @@ def tables_from_gguf(path: Path) -> dict[str, np.ndarray]:
     attrs = np.array([llama_cpp.llama_vocab_get_attr(vocab, i) for i in range(len(pieces))], dtype=np.int16)
     del llm
 
-    return {
-        "pieces": np.frombuffer(b"".join(pieces), dtype=np.uint8),
-        "offsets": offsets,
+    return StringTable.arrays(pieces, "pieces") | {
         "scores": column(gguf.Keys.Tokenizer.SCORES, np.float32),
         "attrs": attrs,
-        "hashes": hashes[by_hash],
-        "by_hash": by_hash,
         "flags": np.array([scalar(gguf.Keys.Tokenizer.BOS_ID, -1), scalar(gguf.Keys.Tokenizer.ADD_BOS, 0),
                            scalar(gguf.Keys.Tokenizer.ADD_PREFIX, 0)], dtype=np.int64),
     }

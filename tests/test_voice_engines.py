@@ -300,15 +300,15 @@ def test_speech_starts_at_once_without_the_voices_leading_silence(hibari):
         assert first_sound <= 0.05, type(tts).__name__
 
 
-def test_the_compact_tagger_gives_hibaris_own_phonemes(tmp_path):
+def test_the_compact_g2p_gives_hibaris_own_phonemes(tmp_path):
     from hibari.g2p import G2P
-    from tidings.device.voice.tagger import CompactTagger, LeanG2P, ensure_tagger_tables
+    from tidings.device.voice.g2p import LeanG2P, ensure_g2p_tables
 
     from tests.conftest import SHARED_DATA
 
-    tables = ensure_tagger_tables(tmp_path)  # built in a child process
+    tables = ensure_g2p_tables(tmp_path)  # built in a child process
     assert tables.is_file()
-    lean, stock = LeanG2P(CompactTagger.load(tables)), G2P()
+    lean, stock = LeanG2P(tables), G2P()
     chats = [d["dialogue"] for d in json.loads((SHARED_DATA / "samsum_validation.json").read_text())[:150]]
     texts = [line.split(": ", 1)[-1] for chat in chats for line in chat.splitlines()] + SENTENCES + [
         "I read it yesterday; will you read it tomorrow?", "They live near the live venue.", "Record the record."]

@@ -63,15 +63,11 @@ class HibariTts:
                            f"  fix: set [voice] voice = \"heart\"")
         # Imported here so that open_tts can fall back to espeak-ng without hibari-tts.
         from hibari import Hibari
-        from tidings.device.voice.tagger import (
-            CompactTagger,
-            LeanG2P,
-            ensure_tagger_tables,
-        )
+        from tidings.device.voice.g2p import LeanG2P, ensure_g2p_tables
 
         model = speech_model_dir(HIBARI_HEART) / "hibari.onnx"
         # Loaded now rather than on the first sentence: the first word is not kept waiting for it.
-        g2p = LeanG2P(CompactTagger.load(ensure_tagger_tables(cache_dir or ModelConfig().cache_dir)))
+        g2p = LeanG2P(ensure_g2p_tables(cache_dir or ModelConfig().cache_dir))
         self._hibari = Hibari(voice=voice, model=str(model), threads=threads, g2p=g2p)
         release_free_memory()
         self.sample_rate: int = self._hibari.sample_rate

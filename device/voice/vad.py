@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-
 from tidings.device.voice.audio import CHUNK, SAMPLE_RATE
 from tidings.models.speech import SILERO_VAD, speech_model_dir
 
