@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 GOAL_GAP = 1.0  # ROUGE-L points between federated and central
 GOAL_UPLOAD = 0.4e6  # bytes per client per round
-SECAGG_FORMULA_BYTES = 184_320 * 8  # 1,474,560 B: one int64 per adapter value (see server/strategy.py)
+SECAGG_BYTES_PER_VALUE = 8  # Flower's secaggplus_mod sends the masked vector as int64 (see server/strategy.py)
 CONFIGS = ("baseline", "federated", "federated_dp", "central")
 LABELS = {"baseline": "task adapter only", "federated": "federated (no DP)", "federated_dp": "federated + DP",
           "central": "central (same data)"}
@@ -385,9 +385,12 @@ def upload_sizes(registry: Path, measured: int, kind: str) -> dict:
     from tidings.federated import compression
     from tidings.server.registry import AdapterRegistry
 
+    from tidings.federated.adapter import AdapterSpec
+    from tidings.federated.task import embedded_model, layout_for
+
     reg = AdapterRegistry(registry)
     old, new = reg.arrays(0), reg.arrays(reg.newest().version)
-    names = sorted(old)
+    names = layout_for(embedded_model(), AdapterSpec()).names  # what travels (a frozen A does not)
     base, values = [old[n] for n in names], [new[n] for n in names]
     sizes = {"values": sum(v.size for v in values)}
     for encoding in ("int8", "fp16", "none"):
@@ -509,9 +512,9 @@ def build_report(options: BenchOptions, plan, federated: dict, federated_dp: dic
         why = ("--secagg-rounds 0" if not options.secagg_rounds else
                f"SecAgg+ needs at least 3 clients per round, the sample is {options.sample}")
         upload["secagg_plus"] = {
-            "bytes": SECAGG_FORMULA_BYTES, "all_stages_bytes": None,
-            "source": f"not run here ({why}); 1,474,560 B as measured elsewhere: SecAgg+ quantizes every one of "
-                      f"the 184,320 values into the protocol's modular field and masks it, and Flower's "
+            "bytes": SECAGG_BYTES_PER_VALUE * upload["values"], "all_stages_bytes": None,
+            "source": f"not run here ({why}); computed: SecAgg+ quantizes every one of the {upload['values']:,} "
+                      f"values that travel into the protocol's modular field and masks it, and Flower's "
                       f"secaggplus_mod sends it as int64 (8 B/value), so int8/fp16 compression cannot apply"}
     gap = paired(rows, "federated", "central")
     dp_cost = paired(rows, "federated", "federated_dp")
@@ -533,7 +536,7 @@ def build_report(options: BenchOptions, plan, federated: dict, federated_dp: dic
             "partitions": "non-IID: Dirichlet(0.5) corpus mix of SAMSum validation + DialogSum dev per device, "
                           "3 wearer styles (federated/partitions.py)",
             "adapter": {"rank": spec.rank, "alpha": spec.alpha, "modules": list(spec.target_modules),
-                        "values": upload["values"]},
+                        "frozen_a": spec.frozen_a, "values": upload["values"]},
             "dp": {"noise_multiplier": options.noise_multiplier, "clipping_norm": options.clipping_norm,
                    "delta": options.delta, "sampling_rate": options.sample / options.population},
             "central": {"steps": central["steps"], "devices": len(central["devices"]),

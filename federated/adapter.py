@@ -2,10 +2,17 @@
 
 The shipped task adapter (r16 on every linear layer, 7.6 MB) is far too big to
 upload every round, so it stays fixed on every device and the fleet trains a
-small LoRA beside it: rank 4 on the attention's q and v projections of all
-layers, 184,320 values (0.74 MB fp32, 0.37 MB fp16, 0.18 MB int8). LoRA is
-additive, so training it on a base with the task adapter merged in is the same
-model llama.cpp runs with both adapters active at scale 1.
+small LoRA beside it: rank 2 on the attention's q and v projections of all
+layers. LoRA is additive, so training it on a base with the task adapter
+merged in is the same model llama.cpp runs with both adapters active at scale 1.
+
+FFA-LoRA (Sun et al., "Improving LoRA in Privacy-preserving Federated
+Learning", ICLR 2024): every device keeps A at the same seeded start and
+trains only B. The mean of the devices' B under one shared A is exactly the
+mean of their updates B·A (averaging A and B separately is not), the DP noise
+lands on one factor instead of two, and only B travels: 46,080 values, which
+SecAgg+ sends as int64 (0.37 MB per device per round; plain LoRA at rank 4
+would be 1.47 MB).
 
 Arrays travel by name (PEFT state-dict keys) in a fixed sorted order; the
 server checks names and shapes against the layout's fingerprint.
@@ -42,17 +49,18 @@ Arrays = dict[str, np.ndarray]
 class AdapterSpec:
     """Which LoRA the fleet trains (the same for the global and the personal adapter kinds)."""
 
-    rank: int = 4
-    alpha: float = 8.0
+    rank: int = 2
+    alpha: float = 4.0
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    frozen_a: bool = True  # FFA-LoRA: A fixed at its seeded start, only B trained and sent
 
 
 @dataclass(frozen=True)
 class AdapterLayout:
-    """Names and shapes of one adapter's arrays, in transmission order."""
+    """Names and shapes of one adapter's arrays; `shapes` are those that travel, in transmission order."""
 
     spec: AdapterSpec
-    shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    all_shapes: tuple[tuple[str, tuple[int, ...]], ...]
 
     @classmethod
     def for_model(cls, spec: AdapterSpec, hf_config: Mapping) -> AdapterLayout:
@@ -64,6 +72,12 @@ class AdapterLayout:
                 shapes.append((f"{prefix}.lora_A.weight", (spec.rank, n_in)))
                 shapes.append((f"{prefix}.lora_B.weight", (n_out, spec.rank)))
         return cls(spec, tuple(sorted(shapes)))
+
+    @property
+    def shapes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        if self.spec.frozen_a:
+            return tuple((name, shape) for name, shape in self.all_shapes if ".lora_B." in name)
+        return self.all_shapes
 
     @classmethod
     def from_hf_dir(cls, spec: AdapterSpec, hf_dir: Path) -> AdapterLayout:
@@ -80,14 +94,17 @@ class AdapterLayout:
     @property
     def fingerprint(self) -> str:
         """Identifies names, shapes and order: a client and the server agree on it or the update is refused."""
-        text = json.dumps([[n, list(s)] for n, s in self.shapes])
+        text = json.dumps([[n, list(s)] for n, s in self.shapes] + (["frozen A"] if self.spec.frozen_a else []))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def initial(self, seed: int = 0) -> Arrays:
-        """PEFT's own start: A Kaiming-uniform, B zero, so version 0 changes nothing."""
-        rng = np.random.default_rng(seed)
+        """PEFT's own start: A Kaiming-uniform, B zero, so version 0 changes nothing.
+
+        A frozen A is the same on every device and every version: drawn from seed 0 whatever `seed` says.
+        """
+        rng = np.random.default_rng(0 if self.spec.frozen_a else seed)
         arrays = {}
-        for name, shape in self.shapes:
+        for name, shape in self.all_shapes:
             if ".lora_A." in name:
                 bound = 1.0 / math.sqrt(shape[1])
                 arrays[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
@@ -99,9 +116,11 @@ class AdapterLayout:
         return [np.asarray(arrays[name], np.float32) for name in self.names]
 
     def from_list(self, values: list[np.ndarray]) -> Arrays:
+        """The whole adapter from the arrays that travelled (a frozen A joins them from its seed)."""
         if len(values) != len(self.shapes):
             raise ValueError(f"expected {len(self.shapes)} arrays, got {len(values)}")
-        return {name: np.asarray(v) for name, v in zip(self.names, values)}
+        fixed = {name: v for name, v in self.initial().items() if ".lora_A." in name} if self.spec.frozen_a else {}
+        return fixed | {name: np.asarray(v) for name, v in zip(self.names, values)}
 
     def problems(self, values: list[np.ndarray]) -> str | None:
         """Why these arrays are not an adapter of this layout (count, shape, dtype, NaN/Inf), or None."""

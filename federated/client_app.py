@@ -50,7 +50,7 @@ class LocalTrainingInterrupted(RuntimeError):
 
 def spec_from(config: dict) -> AdapterSpec:
     return AdapterSpec(rank=int(config["rank"]), alpha=float(config["alpha"]),
-                       target_modules=tuple(str(config["modules"]).split(",")))
+                       target_modules=tuple(str(config["modules"]).split(",")), frozen_a=bool(config["frozen-a"]))
 
 
 def training_from(config: dict) -> LocalTraining:

@@ -15,7 +15,8 @@ from tidings.federated.adapter import AdapterLayout, AdapterSpec, load_arrays
 from tidings.federated.device_sync import fetch_newest, load_personal, save_personal
 from tidings.federated.task import LocalTraining, embedded_model, hf_dir, store_examples, train_local
 
-PERSONAL_SPEC = AdapterSpec(rank=2, alpha=4.0, target_modules=("q_proj", "v_proj"))
+# Never aggregated nor sent, so a plain LoRA: A trains too.
+PERSONAL_SPEC = AdapterSpec(rank=2, alpha=4.0, target_modules=("q_proj", "v_proj"), frozen_a=False)
 
 
 def personalize(store_path: Path, registry: Path, device_dir: Path, *, steps: int = 4, keep: int = 500,

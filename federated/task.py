@@ -149,7 +149,7 @@ def train_local(model: ModelFile, spec: AdapterSpec, start: Arrays, examples: Se
         rank=spec.rank, alpha=spec.alpha, target_modules=spec.target_modules, learning_rate=config.learning_rate,
         warmup_steps=1, epochs=max(1.0, float(config.steps)), batch_tokens=config.batch_tokens,
         max_seq_tokens=config.max_seq_tokens, seed=config.seed, checkpoint_every=1, eval_every=10**9,
-        max_steps=config.steps, threads=config.threads, bf16=config.bf16)
+        max_steps=config.steps, threads=config.threads, bf16=config.bf16, frozen_a=spec.frozen_a)
     initial = {name: torch.from_numpy(np.asarray(value, np.float32).copy()) for name, value in start.items()}
     peft_model, state = train_lora(training_base(model, below), tokenized, [], train_config, run_dir,
                                    pad_id=tok.llm.token_eos(), should_stop=should_stop, initial_adapter=initial)

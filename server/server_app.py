@@ -33,7 +33,7 @@ log = logging.getLogger("tidings")
 
 def run_server(grid: Grid, context: Context, settings: FederationSettings,
                on_round: Callable[[RoundRecord], None] = lambda record: None) -> None:
-    spec = AdapterSpec(settings.rank, settings.alpha, tuple(settings.modules.split(",")))
+    spec = AdapterSpec(settings.rank, settings.alpha, tuple(settings.modules.split(",")), settings.frozen_a)
     layout = layout_for(embedded_model(), spec)
     registry = AdapterRegistry(settings.state_path)
     start = registry.newest()

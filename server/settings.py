@@ -22,9 +22,10 @@ class FederationSettings:
     population: int = 0
     round_timeout: float = 600.0
     # The adapter the fleet trains (see tidings.federated.adapter).
-    rank: int = 4
-    alpha: float = 8.0
+    rank: int = 2
+    alpha: float = 4.0
     modules: str = "q_proj,v_proj"
+    frozen_a: bool = True  # FFA-LoRA: only B is trained and sent
     # Local training on each device.
     local_steps: int = 2
     learning_rate: float = 2e-3

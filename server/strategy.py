@@ -142,6 +142,7 @@ class RoundRecorder(_Delegating):
         self.available = client_manager.num_available()
         s = self.settings
         instructions = {"global-round": self.newest.round + 1, "rank": s.rank, "alpha": s.alpha, "modules": s.modules,
+                        "frozen-a": s.frozen_a,
                         "layout": self.validating.layout.fingerprint, "local-steps": s.local_steps,
                         "learning-rate": s.learning_rate, "batch-tokens": s.batch_tokens,
                         "max-seq-tokens": s.max_seq_tokens, "max-examples": s.max_examples, "threads": s.threads,

@@ -43,6 +43,25 @@ def test_training_examples_keep_their_sources_and_obey_the_retention_limit(tmp_p
         assert store.training_examples() == []
 
 
+def test_with_a_frozen_a_only_b_travels_and_a_comes_back_from_its_seed():
+    from tidings.federated.adapter import AdapterLayout
+
+    config = {"num_hidden_layers": 18, "hidden_size": 640, "num_attention_heads": 4, "num_key_value_heads": 1,
+              "head_dim": 256}
+    frozen = AdapterLayout.for_model(SPEC, config)
+    plain = AdapterLayout.for_model(AdapterSpec(frozen_a=False), config)
+    assert SPEC.frozen_a and all(".lora_B." in name for name in frozen.names)
+    assert frozen.size == 18 * SPEC.rank * (1024 + 256) == 46_080 and plain.size == 18 * SPEC.rank * (2 * 640 + 1280)
+    assert frozen.fingerprint != plain.fingerprint  # a device training A too is refused by the server
+    start = frozen.initial(seed=7)
+    assert all(np.array_equal(start[n], frozen.initial(seed=0)[n]) for n in start)  # A is the same on every device
+    sent = [v + 1.0 for v in frozen.to_list(start)]
+    received = frozen.from_list(sent)
+    assert set(received) == set(start)
+    assert all(np.array_equal(received[n], start[n]) for n in start if ".lora_A." in n)
+    assert all(np.array_equal(received[n], start[n] + 1.0) for n in start if ".lora_B." in n)
+
+
 def test_int8_and_fp16_uploads_lose_little_of_the_update():
     rng = np.random.default_rng(0)
     base = [rng.normal(0, 0.05, (4, 640)).astype(np.float32), np.zeros((1024, 4), np.float32)]

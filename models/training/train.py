@@ -56,6 +56,8 @@ class TrainConfig:
     # bfloat16 autocast: about twice as fast as fp32 on CPUs with AVX512-BF16
     # or AMX; the LoRA weights and the optimizer stay in fp32.
     bf16: bool = True
+    # FFA-LoRA (federated adapters): A stays where the initial adapter put it, only B trains.
+    frozen_a: bool = False
 
 
 @dataclass
@@ -201,6 +203,10 @@ def train_lora(
     peft_model = attach_lora(base_model, config)
     if initial_adapter is not None:
         set_peft_model_state_dict(peft_model, initial_adapter)
+    if config.frozen_a:
+        for name, parameter in peft_model.named_parameters():
+            if ".lora_A." in name:
+                parameter.requires_grad_(False)
     peft_model.train()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
