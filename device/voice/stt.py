@@ -30,9 +30,6 @@ class WhisperStt:
         # faster-whisper imports huggingface_hub; a local model directory never
         # needs it, and offline mode makes sure nothing tries the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        # CTranslate2 without Intel MKL (oneDNN instead): 30 MB less resident memory and a smaller
-        # working set per transcription, at the same speed on these CPUs (tidings bench stages).
-        os.environ.setdefault("CT2_USE_MKL", "0")
         # Imported here: faster_whisper pulls in ctranslate2 and av, about a second of start-up.
         from faster_whisper import WhisperModel
 
