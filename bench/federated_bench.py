@@ -15,8 +15,9 @@ same devices in the same rounds with the same seeds:
 2. federated + DP: central DP (client-side clipping, Gaussian noise on the
    mean) with the accountant's ε at δ = 1e-5 for this population;
 3. central: the union of the sampled devices' data, trained in one place with
-   `train_local` (the devices' own training code) for the same total number
-   of optimizer steps (rounds x devices per round x local steps).
+   `train_local` (the devices' own training code) as FedAvg's large-batch
+   equivalent: rounds x local steps optimizer steps, each over the batches
+   of a round's devices together (same examples, same sequential updates).
 
 Which devices a round trains is drawn once from the seed (`device_plan`) and
 imposed on Flower's client sampling for this process only (`fixed_sampling`):
@@ -335,12 +336,17 @@ def central_examples(plan: list[list[int]], population: int, max_examples: int, 
 
 
 def run_central(options: BenchOptions, plan: list[list[int]], work: Path, start_registry: Path,
-                client_rounds: int) -> dict:
-    """The same devices' data in one place, the same total optimizer steps, the devices' training code.
+                clients_per_round: list[int]) -> dict:
+    """The same devices' data in one place, trained as FedAvg's large-batch equivalent, with the devices' code.
 
-    `client_rounds` is how many device trainings the federated run completed
-    (a device whose examples are all longer than `max_seq_tokens` fails, and
-    its data is filtered out here too): steps = client_rounds x local steps.
+    A FedAvg round averages the local steps of its devices: it moves the
+    adapter about as far as local-steps optimizer steps over all those
+    devices' batches together. So central training takes rounds x local steps
+    steps, each over devices-per-round times the device batch: the same
+    examples and tokens as the federated run, the same number of sequential
+    updates. (Taking devices x rounds x local steps small steps instead trains
+    several times further than the federation does, and mixes "trained more"
+    into "trained federated".) A round in which no device finished adds no steps.
     """
     from tidings.federated.adapter import AdapterSpec
     from tidings.federated.task import (
@@ -356,8 +362,10 @@ def run_central(options: BenchOptions, plan: list[list[int]], work: Path, start_
     layout = layout_for(model, spec)
     start = AdapterRegistry(start_registry).arrays(0)  # the federated runs' version 0
     examples, devices = central_examples(plan, options.population, options.max_examples, options.seed)
-    steps = client_rounds * options.local_steps
-    training = LocalTraining(steps=steps, learning_rate=options.learning_rate, batch_tokens=options.batch_tokens,
+    rounds = sum(1 for clients in clients_per_round if clients)
+    steps = rounds * options.local_steps
+    batch_tokens = options.batch_tokens * options.sample
+    training = LocalTraining(steps=steps, learning_rate=options.learning_rate, batch_tokens=batch_tokens,
                              max_seq_tokens=options.max_seq_tokens, max_examples=len(examples), seed=1,
                              threads=options.threads)
     shutil.rmtree(work / "central", ignore_errors=True)
@@ -369,7 +377,8 @@ def run_central(options: BenchOptions, plan: list[list[int]], work: Path, start_
                      metrics={"steps": result.steps, "train_loss": result.loss}, privacy_history=[],
                      epsilon=-1.0, delta=options.delta)
     return {"registry": str(registry.root), "devices": devices, "examples": len(examples),
-            "examples_used": result.num_examples, "steps": result.steps, "train_loss": result.loss,
+            "examples_used": result.num_examples, "steps": result.steps, "batch_tokens": batch_tokens,
+            "train_loss": result.loss,
             "seconds": round(result.seconds, 1), "threads": options.threads}
 
 
@@ -484,7 +493,7 @@ def run_bench(options: BenchOptions, work: Path) -> tuple[dict, list[dict]]:
         secagg = phase("secagg", run_federated, "secagg", options, plan[: options.secagg_rounds], work, dp=True,
                        secagg=True)
     central = phase("central", run_central, options, plan, work, Path(federated["registry"]),
-                    sum(federated["clients_per_round"]))
+                    federated["clients_per_round"])
     registries = {"baseline": None, "federated": federated["registry"], "federated_dp": federated_dp["registry"],
                   "central": central["registry"]}
     results, rows = phase("evaluation", evaluate, registries, options.limit, options.threads, work,
@@ -541,7 +550,9 @@ def build_report(options: BenchOptions, plan, federated: dict, federated_dp: dic
                    "delta": options.delta, "sampling_rate": options.sample / options.population},
             "central": {"steps": central["steps"], "devices": len(central["devices"]),
                         "examples": central["examples"], "examples_used": central["examples_used"],
-                        "same_total_steps_as": "device trainings completed in the federated run x local steps"},
+                        "batch_tokens": central["batch_tokens"],
+                        "matches": "FedAvg's large-batch equivalent: rounds with a finished device x local steps, "
+                                   "each step over devices-per-round x the device batch"},
         },
         "evaluation": {
             "dataset": "SAMSum test", "dialogues": len(rows), "of": TEST_DIALOGUES,
@@ -599,8 +610,8 @@ def render(report: dict) -> str:
     lines = [f"ROUGE on {ev['subset']}; {ev['decoding']}.",
              f"{report['setup']['population']} virtual devices, {report['setup']['sample_per_round']} per round, "
              f"{report['setup']['rounds']} rounds x {report['setup']['local_steps']} local steps; central: "
-             f"{report['setup']['central']['steps']} steps on the union of the "
-             f"{report['setup']['central']['devices']} sampled devices' data.",
+             f"{report['setup']['central']['steps']} steps of {report['setup']['central']['batch_tokens']} tokens on "
+             f"the union of the {report['setup']['central']['devices']} sampled devices' data.",
              "",
              f"{'configuration':<22} {'R-1':>6} {'R-2':>6} {'R-L':>6} {'grounded':>9} {'words':>6} "
              f"{'upload/client/round':>20} {'round p50':>10} {'ε':>8}"]

@@ -42,11 +42,13 @@ def test_a_tiny_run_reports_every_configuration(tmp_path: Path, capsys):
             "round_seconds_p50", "epsilon", "goals", "timings_seconds"} <= set(report)
     plan = report["setup"]["sampled_devices"]
     assert len(plan) == 1 and len(plan[0]) == 2 and all(0 <= p < 6 for p in plan[0])
-    # Both federated configurations trained exactly the planned devices; central saw their data for 1 x 2 x 1 steps.
+    # Both federated configurations trained exactly the planned devices; central saw their data in
+    # 1 round x 1 local step = 1 step over both devices' batches together.
     assert report["federation"]["federated"]["sampled_devices"] == plan
     assert report["federation"]["federated_dp"]["sampled_devices"] == plan
     assert report["federation"]["federated"]["clients_per_round"] == [2]
-    assert report["setup"]["central"]["steps"] == 2 and report["setup"]["central"]["devices"] == 2
+    assert report["setup"]["central"]["steps"] == 1 and report["setup"]["central"]["devices"] == 2
+    assert report["setup"]["central"]["batch_tokens"] == 2 * 384
 
     assert report["evaluation"]["dialogues"] == 2 and "subset" in report["evaluation"]["subset"]
     assert set(report["results"]) == set(CONFIGS)
