@@ -214,6 +214,6 @@ def tables_from_gguf(path: Path) -> dict[str, np.ndarray]:
 
 def save_tables(tables: dict[str, np.ndarray], path: Path) -> None:
     """Written whole or not at all (np.savez adds the suffix itself unless it is there)."""
-    partial = path.with_name(path.name + ".partial.npz")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")  # concurrent builders never share one
     np.savez(partial, **tables)
     os.replace(partial, path)

@@ -156,7 +156,7 @@ def _build(path: Path, british: bool) -> None:
     arrays = (tagger_arrays(_load_json("tagger.json.gz"))
               | lexicon_arrays(_load_json(f"lexicon_{accent}_gold.json.gz"), "gold")
               | lexicon_arrays(_load_json(f"lexicon_{accent}_silver.json.gz"), "silver"))
-    partial = path.with_name(path.name + ".partial.npz")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")  # concurrent builders never share one
     np.savez(partial, **arrays)
     os.replace(partial, path)
 
