@@ -7,8 +7,10 @@ tables cost about 20. Used for the vocabulary a lean engine tokenizes with
 
 from __future__ import annotations
 
+import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -30,9 +32,6 @@ class StringTable:
         return {f"{name}_blob": np.frombuffer(b"".join(strings), dtype=np.uint8), f"{name}_offsets": offsets,
                 f"{name}_hashes": hashes[by_hash], f"{name}_by_hash": by_hash}
 
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
-
     def __getitem__(self, index: int) -> bytes:
         return self._blob[self._offsets[index]:self._offsets[index + 1]]
 
@@ -48,3 +47,10 @@ class StringTable:
                 found = max(found, candidate)
             i += 1
         return found
+
+
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Written whole or not at all; a builder's partial file is named by its pid, so concurrent ones never share it."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)

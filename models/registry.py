@@ -232,7 +232,8 @@ def ensure_tokenizer_tables(base: ModelFile, cache_dir: Path) -> Path:
     Named after the base file's checksum, so a different base never meets
     stale tables; a damaged file is rebuilt (nothing in it is ours alone).
     """
-    from tidings.models.spm import SpmTokenizer, save_tables, tables_from_gguf
+    from tidings.device.tables import save_npz
+    from tidings.models.spm import SpmTokenizer, tables_from_gguf
 
     path = cache_dir / f"{base.path.stem}.{base.spec.sha256[:12]}.tokenizer.npz"
     if path.is_file():
@@ -241,7 +242,7 @@ def ensure_tokenizer_tables(base: ModelFile, cache_dir: Path) -> Path:
             return path
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             log.warning("rebuilding the damaged tokenizer tables %s (%s)", path, error)
-    save_tables(tables_from_gguf(base.path), path)
+    save_npz(path, tables_from_gguf(base.path))
     return path
 
 

@@ -14,8 +14,7 @@ llama.cpp vocabulary.
 from __future__ import annotations
 
 import heapq
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +98,6 @@ class SpmTokenizer:
         self._user_defined = [(text, i) for text, i in self._specials if not self.attrs[i] & _SPECIAL]
 
     @classmethod
-    def from_gguf(cls, path: Path) -> SpmTokenizer:
-        return cls(tables_from_gguf(path))
-
-    @classmethod
     def load(cls, path: Path) -> SpmTokenizer:
         with np.load(path) as f:
             return cls({key: f[key] for key in f.files})
@@ -129,9 +124,6 @@ class SpmTokenizer:
         if attr & BYTE:
             return bytes([int(self.text(token_id)[3:5], 16)])
         return b""
-
-    def detokenize(self, ids: Sequence[int], *, special: bool) -> bytes:
-        return b"".join(self.piece(i, special=special) for i in ids)
 
     def _score(self, piece: str) -> float | None:
         token_id = self.find(piece.encode("utf-8"))
@@ -182,7 +174,7 @@ class SpmTokenizer:
 def tables_from_gguf(path: Path) -> dict[str, np.ndarray]:
     """The arrays `SpmTokenizer` works from: pieces and scores from the GGUF, attributes from llama.cpp.
 
-    Takes seconds: do it once and `save_tables`.
+    Takes seconds: do it once (`tidings.device.tables.save_npz`).
     """
     import gguf  # only needed to build the tables
     import llama_cpp
@@ -195,25 +187,19 @@ def tables_from_gguf(path: Path) -> dict[str, np.ndarray]:
         field = reader.get_field(key)
         return default if field is None else int(field.parts[field.data[0]][0])
 
-    def column(key: str, dtype: type) -> np.ndarray:
-        field = reader.get_field(key)
-        return np.array([field.parts[i][0] for i in field.data], dtype=dtype)
-
     llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     attrs = np.array([llama_cpp.llama_vocab_get_attr(vocab, i) for i in range(len(pieces))], dtype=np.int16)
     del llm
 
     return StringTable.arrays(pieces, "pieces") | {
-        "scores": column(gguf.Keys.Tokenizer.SCORES, np.float32),
+        "scores": gguf_column(reader.get_field(gguf.Keys.Tokenizer.SCORES), np.float32),
         "attrs": attrs,
         "flags": np.array([scalar(gguf.Keys.Tokenizer.BOS_ID, -1), scalar(gguf.Keys.Tokenizer.ADD_BOS, 0),
                            scalar(gguf.Keys.Tokenizer.ADD_PREFIX, 0)], dtype=np.int64),
     }
 
 
-def save_tables(tables: dict[str, np.ndarray], path: Path) -> None:
-    """Written whole or not at all (np.savez adds the suffix itself unless it is there)."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")  # concurrent builders never share one
-    np.savez(partial, **tables)
-    os.replace(partial, path)
+def gguf_column(field, dtype: type) -> np.ndarray:
+    """A GGUF array field (a `gguf.ReaderField`) of numbers as one numpy array."""
+    return np.array([field.parts[i][0] for i in field.data], dtype=dtype)

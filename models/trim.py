@@ -45,7 +45,7 @@ from tidings.models.registry import (
     sha256_file,
     verify_file,
 )
-from tidings.models.spm import merge_path
+from tidings.models.spm import gguf_column, merge_path
 from tqdm import tqdm
 
 SCRIPT_RANGES = (
@@ -71,14 +71,11 @@ class BaseVocabulary:
     def read(cls, reader: gguf.GGUFReader) -> BaseVocabulary:
         tokens = reader.get_field(_TOKENS)
         pieces = [bytes(tokens.parts[i]).decode("utf-8", errors="replace") for i in tokens.data]
-        return cls(pieces, _array(reader.get_field(_SCORES), np.float32), _array(reader.get_field(_TYPES), np.int32))
+        return cls(pieces, gguf_column(reader.get_field(_SCORES), np.float32),
+                   gguf_column(reader.get_field(_TYPES), np.int32))
 
     def score_map(self) -> dict[str, float]:
         return {piece: float(score) for piece, score in zip(self.pieces, self.scores)}
-
-
-def _array(field: gguf.ReaderField, dtype: type) -> np.ndarray:
-    return np.array([field.parts[i][0] for i in field.data], dtype=dtype)
 
 
 def mandatory_ids(vocab: BaseVocabulary) -> set[int]:
@@ -160,9 +157,9 @@ def write_lean_gguf(reader: gguf.GGUFReader, kept: np.ndarray, target: Path, not
             if field.name == _TOKENS:
                 writer.add_token_list([bytes(field.parts[field.data[i]]) for i in kept])
             elif field.name == _SCORES:
-                writer.add_token_scores(_array(field, np.float32)[kept].tolist())
+                writer.add_token_scores(gguf_column(field, np.float32)[kept].tolist())
             elif field.name == _TYPES:
-                writer.add_token_types(_array(field, np.int32)[kept].tolist())
+                writer.add_token_types(gguf_column(field, np.int32)[kept].tolist())
             elif field.name.startswith("tokenizer.ggml.") and field.name.endswith("_token_id"):
                 old = int(field.contents())
                 if old not in new_id:

@@ -15,7 +15,6 @@ summed in the same order, in the same float64.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from hibari.g2p import G2P, Lexicon, Tokenizer, _load_json
 from hibari.g2p.tagger import Tagger
-from tidings.device.tables import StringTable
+from tidings.device.tables import StringTable, save_npz
 
 _SEPARATOR = "\n"
 
@@ -73,21 +72,12 @@ class CompactLexicon:
 class CompactTagger(Tagger):
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         self.tags = str(arrays["tags"]).split(_SEPARATOR)
-        self._tagdict = StringTable(arrays, "tagdict")
-        self._tagdict_tags = arrays["tagdict_tags"]
-        self._vocab = StringTable(arrays, "vocab") if bool(arrays["has_vocab"]) else None
+        self.tagdict = _TagDict(StringTable(arrays, "tagdict"), arrays["tagdict_tags"], self.tags)
+        self.vocab = _Members(StringTable(arrays, "vocab")) if bool(arrays["has_vocab"]) else None
         self._features = StringTable(arrays, "features")
         self._starts, self._tag_ids, self._weights = arrays["starts"], arrays["tag_ids"], arrays["weights"]
         # Tags the weights never mention still compete, at 0; ties go to the later name (as in Tagger.predict).
         self._by_name = sorted(range(len(self.tags)), key=lambda i: self.tags[i])
-
-    @property
-    def tagdict(self):
-        return _TagDict(self)
-
-    @property
-    def vocab(self):
-        return None if self._vocab is None else _Members(self._vocab)
 
     def predict(self, feats) -> str:
         scores = np.zeros(len(self.tags))
@@ -105,12 +95,14 @@ class CompactTagger(Tagger):
 
 
 class _TagDict:
-    def __init__(self, tagger: CompactTagger) -> None:
-        self._tagger = tagger
+    """What the tagger asks of its word -> tag dict: `get(word)`."""
+
+    def __init__(self, words: StringTable, tag_ids: np.ndarray, tags: list[str]) -> None:
+        self._words, self._tag_ids, self._tags = words, tag_ids, tags
 
     def get(self, word: str, default=None):
-        i = self._tagger._tagdict.find(word.encode())
-        return default if i < 0 else self._tagger.tags[self._tagger._tagdict_tags[i]]
+        i = self._words.find(word.encode())
+        return default if i < 0 else self._tags[self._tag_ids[i]]
 
 
 class _Members:
@@ -156,9 +148,7 @@ def _build(path: Path, british: bool) -> None:
     arrays = (tagger_arrays(_load_json("tagger.json.gz"))
               | lexicon_arrays(_load_json(f"lexicon_{accent}_gold.json.gz"), "gold")
               | lexicon_arrays(_load_json(f"lexicon_{accent}_silver.json.gz"), "silver"))
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")  # concurrent builders never share one
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
+    save_npz(path, arrays)
 
 
 if __name__ == "__main__":
