@@ -127,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (for quick trials)")
     parser.add_argument("--epochs", type=float, default=TrainConfig.epochs)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--lora-dropout", type=float, default=TrainConfig.dropout,
+                        help="dropout on the LoRA branch's input (regularizes against memorizing the small data)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="tidings: %(message)s")
-    config = TrainConfig(max_steps=args.max_steps, epochs=args.epochs, threads=args.threads)
+    config = TrainConfig(max_steps=args.max_steps, epochs=args.epochs, threads=args.threads,
+                         dropout=args.lora_dropout)
     report = run(args.out, config, args.model)
     check = report["llama_cpp_vs_pytorch"]
     print(f"trained {report['steps']} steps in {report['train_seconds'] / 60:.1f} min; "
