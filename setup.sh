@@ -58,8 +58,8 @@ fi
 # llama-cpp-python compiles llama.cpp (several minutes on 2 cores, once per CPU
 # kind). On x86-64 it is built for the instruction sets this CPU has: AVX2 always,
 # AVX-512 and VNNI where present (on the CI's Xeon: prompt evaluation 1.4x, decoding
-# 1.06x the AVX2 build). Not -march=native: that also turns on AMX, whose kernels
-# segfaulted in decoding in this VM. Such a wheel crashes on a CPU without those
+# 1.06x the AVX2 build). Not GGML_NATIVE: that build (which adds AMX) segfaulted
+# while decoding in this VM. A wheel built here crashes on a CPU without those
 # instructions, and pip's cache knows only the version, so the wheel is kept in
 # ~/.cache/tidings/wheels under a key made of the version and the build flags.
 LLAMA_CPP_PYTHON=$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
