@@ -2,16 +2,18 @@
 
 One command for the engineer deciding whether Tidings fits their board. In one run:
 
-* machine: CPU model, cores, memory, load, and the measured memory bandwidth
-  (a single-threaded numpy copy of 256 MB arrays, best of five);
+* machine: CPU model, cores, memory, load, and the measured read bandwidth per
+  thread count (N threads each summing its share of a 512 MB array, best of five:
+  decoding reads weights and writes next to nothing, and on a server CPU one core
+  cannot draw the whole memory system's bandwidth, so N threads get their own roofline);
 * speed per model variant and thread count: the embedded Q4_K_M, its
   lean-vocabulary variant (models/trim.py; peak RSS of its engine process
   against the full model's too) and variants requantized from it with
   llama.cpp's quantizer (Q8_0, Q4_0), through the
   Tidings engine and through raw llama-cpp-python in alternating processes;
-  each generation speed is also divided by the bandwidth roofline (bandwidth
-  / bytes read per generated token, taken as the GGUF's size: every weight is
-  read once per token, the tied 262k-row output matrix included);
+  each generation speed is also divided by the bandwidth roofline (read bandwidth
+  at that thread count / bytes read per generated token, taken as the GGUF's size:
+  every weight is read once per token, the tied 262k-row output matrix included);
 * stages of the whole agent (LLM, task adapter, STT, TTS and VAD loaded in one
   process): ingest, prompt evaluation, generation, validation, TTS to first
   audio, STT, VAD, each p50/p95 over repeats; the agent's peak RSS and the
@@ -30,7 +32,9 @@ measured here (decoding a small model is memory-bound), and are labelled so.
 
 Writes DIR/report.json and DIR/*.png, prints a summary table. report.json:
 
-    date, mode ("quick"|"full"), machine {cpu, cores, memory_gb, bandwidth_gbs, load_avg},
+    date, mode ("quick"|"full"),
+    machine {cpu, cores, memory_gb, read_bandwidth_gbs {N threads: GB/s}, bandwidth_gbs (at the most threads),
+             load_avg, load_avg_end},
     profile {name, cores, memory_cap_gb, board_bandwidth_gbs | null},
     variants: [{name, file_mb, threads: {N: {engine: {gen_tok_s, prompt_tok_s, ttft_s}, raw: {...},
                 generation_ratio_vs_raw, generation_ratio_vs_roofline, roofline_tok_s, engine_peak_rss_mb}}}]
@@ -57,6 +61,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,12 +111,24 @@ GOALS = {
 # -- machine ------------------------------------------------------------------------
 
 
-def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes read plus bytes written per second by a plain copy, best of `repeats`."""
-    source = np.ones(megabytes * 2**20 // 8)
-    target = np.empty_like(source)
-    best = min(_timed(lambda: np.copyto(target, source)) for _ in range(repeats))
-    return 2 * source.nbytes / best / 1e9
+def read_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes per second that `threads` threads read, each summing its share of one array; best of `repeats`.
+
+    numpy releases the GIL while it sums, so the threads run in parallel. The
+    size barely matters (256 MB and 1 GB read at the same rate on the CI's Xeon).
+    """
+    data = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    shares = np.array_split(data, threads)
+
+    def read_all() -> None:
+        workers = [threading.Thread(target=np.sum, args=(share,)) for share in shares]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    best = min(_timed(read_all) for _ in range(repeats))
+    return data.nbytes / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -153,8 +170,9 @@ def _engine_worker(variant: str, model: ModelFile, threads: int, repeats: int, p
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure_speed(models: dict[str, ModelFile], threads: list[int], rounds: int, repeats: int, bandwidth_gbs: float,
-                  profile: Profile) -> list[dict]:
+def measure_speed(models: dict[str, ModelFile], threads: list[int], rounds: int, repeats: int,
+                  bandwidth_gbs: dict[int, float], profile: Profile) -> list[dict]:
+    """Per variant and thread count; `bandwidth_gbs` maps a thread count to what that many threads read."""
     jobs = [(name, t, r, v) for name in models for t in threads for r in range(rounds)
             for v in (("raw", "engine") if r % 2 == 0 else ("engine", "raw"))]
     runs: dict[tuple[str, int, str], list[dict]] = {}
@@ -166,9 +184,9 @@ def measure_speed(models: dict[str, ModelFile], threads: list[int], rounds: int,
     variants = []
     for name, model in models.items():
         size = model.path.stat().st_size
-        roofline = bandwidth_gbs * 1e9 / size
         per_threads = {}
         for t in threads:
+            roofline = bandwidth_gbs[t] * 1e9 / size
             entry = {v: {key: percentiles([r[key] for r in runs[(name, t, v)]])
                          for key in ("gen_tok_s", "prompt_tok_s", "ttft_s")} for v in ("engine", "raw")}
             engine_gen = entry["engine"]["gen_tok_s"]["p50"]
@@ -337,7 +355,8 @@ def projection(report: dict, profile: Profile) -> dict | None:
             "derivation": f"PROJECTION, not measured on a {profile.name}: {measured:.1f} tok/s measured here with "
                           f"{most} threads pinned and memory capped, x {scale:.2f} = the board's typical bandwidth "
                           f"({profile.board_bandwidth_gbs} GB/s, spec figure) / this machine's measured "
-                          f"{report['machine']['bandwidth_gbs']:.1f} GB/s (decoding is memory-bound)"}
+                          f"{report['machine']['bandwidth_gbs']:.1f} GB/s (as if decoding were bound by memory, "
+                          f"as it is on boards whose cores outrun their memory)"}
 
 
 def plot(report: dict, out: Path) -> list[Path]:
@@ -418,9 +437,10 @@ def run(quick: bool, profile: Profile, out: Path) -> dict:
                     "mode": "quick" if quick else "full", "machine": machine_facts(),
                     "profile": {"name": profile.name, "cores": cores, "memory_cap_gb": profile.memory_cap_gb,
                                 "board_bandwidth_gbs": profile.board_bandwidth_gbs}}
-    report["machine"]["bandwidth_gbs"] = memory_bandwidth_gbs()
+    read_bandwidth = {t: read_bandwidth_gbs(t) for t in threads}
+    report["machine"] |= {"read_bandwidth_gbs": read_bandwidth, "bandwidth_gbs": read_bandwidth[max(threads)]}
     report["variants"] = measure_speed(models, threads, rounds=1 if quick else 2, repeats=3 if quick else 5,
-                                       bandwidth_gbs=report["machine"]["bandwidth_gbs"], profile=profile)
+                                       bandwidth_gbs=read_bandwidth, profile=profile)
     report |= measure_stages(repeats=3 if quick else 10, profile=profile)
     report["voice"] = measure_voice(arrivals=4 if quick else 20, dictations=2 if quick else 10, profile=profile)
     report["quality"] = measure_quality(models, None if quick else 100)
@@ -437,7 +457,8 @@ def run(quick: bool, profile: Profile, out: Path) -> dict:
 def print_summary(report: dict, out: Path) -> None:
     machine = report["machine"]
     print(f"\n{machine['cpu']}, {report['profile']['cores']} cores ({report['profile']['name']}), "
-          f"bandwidth {machine['bandwidth_gbs']:.1f} GB/s, {report['mode']} mode, {report['date']}")
+          "read bandwidth " + ", ".join(f"{bw:.1f} GB/s with {t}" for t, bw in machine["read_bandwidth_gbs"].items())
+          + f" threads, {report['mode']} mode, {report['date']}")
     print(f"{'variant':<15} {'threads':>7} {'engine tok/s':>12} {'raw tok/s':>10} {'vs raw':>7} {'roofline':>9} "
           f"{'vs roof':>8}")
     for v in report["variants"]:
