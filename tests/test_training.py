@@ -19,7 +19,8 @@ from tidings.models.training.data import (  # noqa: E402
 from tidings.models.training.export import export_peft_model  # noqa: E402
 from tidings.models.training.hf_base import load_hf_base  # noqa: E402
 from tidings.models.training.train import (  # noqa: E402
-    Tokenizer, TrainConfig, attach_lora, batch_plan, tokenize_examples, train_lora,
+    Tokenizer, TrainConfig, accumulate_answer_loss, answer_loss, attach_lora, batch_plan, micro_batches,
+    tokenize_examples, train_lora,
 )
 
 pytestmark = pytest.mark.model
@@ -66,11 +67,12 @@ def test_the_test_split_is_never_a_training_source_and_the_holdout_is_fixed():
     assert not {d.id for d in train_a} & {d.id for d in held_a}
 
 
-def _tiny_examples(tokenizer, n: int = 6):
+def _tiny_examples(tokenizer, n: int = 6, summary_words: int = 0):
     from tidings.models.training.data import Dialogue
 
     dialogues = [Dialogue(f"d{i}", "samsum", dialogue_messages(f"d{i}", f"Ann: Meet at {i + 1}pm?\nBen: OK, see you."),
-                          f"Ann and Ben meet at {i + 1}pm.") for i in range(n)]
+                          f"Ann and Ben meet at {i + 1}pm" + " at the cafe" * (summary_words * i) + ".")
+                 for i in range(n)]
     examples, _ = tokenize_examples(tokenizer, build_examples(GEMMA, dialogues, reply_share=0.0, seed=0),
                                     GEMMA.end_of_turn, 256)
     return examples
@@ -95,6 +97,31 @@ def test_an_interrupted_run_resumes_to_exactly_the_same_adapter(embedded_model, 
     for (name, a), (_, b) in zip(resumed.named_parameters(), straight.named_parameters()):
         if a.requires_grad:
             assert torch.equal(a, b), name
+
+
+def test_a_batch_run_in_pieces_gives_the_loss_and_gradient_of_the_whole_batch(embedded_model, tokenizer):
+    examples = _tiny_examples(tokenizer, summary_words=1)
+    widest = max(len(e.ids) for e in examples)
+    pieces = micro_batches(examples, 2 * widest)
+    assert len(pieces) == 3 and [e for piece in pieces for e in piece] == examples
+    assert all(len(piece) * max(len(e.ids) for e in piece) <= 2 * widest for piece in pieces)
+    assert len({len(e.ids) - e.answer_start for e in examples}) > 1  # pieces must be weighted by answer tokens
+    model = attach_lora(load_hf_base(embedded_model, Config().model.cache_dir),
+                        TrainConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")))
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # off zero, so A gets a gradient too
+            torch.nn.init.normal_(parameter, std=0.02)
+    whole = answer_loss(model, examples, pad_id=1)
+    whole.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    in_pieces = accumulate_answer_loss(model, examples, pad_id=1, micro_batch_tokens=2 * widest)
+    assert in_pieces == pytest.approx(whole.item(), rel=1e-5)
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert expected[name].abs().sum() > 0, name
+            torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-3, atol=1e-6)
 
 
 def test_peft_to_gguf_conversion_agrees_with_pytorch_in_llama_cpp(embedded_model, tokenizer, tmp_path: Path):
