@@ -30,7 +30,8 @@ cannot be emulated: figures for the named board are *projections*, the
 measured generation speed scaled by the board's typical bandwidth over the one
 measured here (decoding a small model is memory-bound), and are labelled so.
 
-Writes DIR/report.json and DIR/*.png, prints a summary table. report.json:
+Writes DIR/report.json, DIR/results.md (the README's results table) and DIR/*.png, prints a
+summary table; `--readme README.md` also puts the table into the README. report.json:
 
     date, mode ("quick"|"full"),
     machine {cpu, cores, memory_gb, read_bandwidth_gbs {N threads: GB/s}, bandwidth_gbs (at the most threads),
@@ -46,7 +47,8 @@ Writes DIR/report.json and DIR/*.png, prints a summary table. report.json:
     projection: {board, gen_tok_s, derivation} | null,
     headline: generation_ratio_vs_raw, generation_ratio_vs_roofline, peak_rss_mb, first_spoken_word_p95_s,
               readback_p95_s, rouge_l, lean_vs_full_decode_ratio, lean_vs_full_rss_ratio,
-              goals {name: {goal, value, met}}
+              goals {name: {goal, value, met}},
+    wall_s (the run's wall time)
 
     tidings bench --quick --out bench/results/quick    # under 5 minutes on two cores
     tidings bench --out bench/results/full             # everything
@@ -424,6 +426,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def run(quick: bool, profile: Profile, out: Path) -> dict:
+    started = time.monotonic()
     config = Config()
     embedded = resolve_model(DEFAULT_MODEL, config.model.cache_dir)
     models = {"Q4_K_M": embedded, LEAN_LABEL: resolve_model(LEAN_MODEL, config.model.cache_dir)}
@@ -447,11 +450,91 @@ def run(quick: bool, profile: Profile, out: Path) -> dict:
     report["projection"] = projection(report, profile)
     report["machine"]["load_avg_end"] = os.getloadavg()
     report["headline"] = headline(report)
+    report["wall_s"] = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(results_markdown(report, out))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     report["plots"] = [str(p) for p in plot(report, out)]
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _verdict(goal: dict) -> str:
+    op, value = goal["goal"].split()
+    shown = f"{'≥' if op == '>=' else '≤'} {value}"
+    return {True: f"{shown}: met", False: f"{shown}: **not met**", None: f"{shown}: not measured"}[goal["met"]]
+
+
+def results_markdown(report: dict, out: Path) -> str:
+    """The short results table the README shows, exactly as this run measured it."""
+    machine, profile, goals = report["machine"], report["profile"], report["headline"]["goals"]
+    full, lean = report["variants"][0], next((v for v in report["variants"] if v["name"] == LEAN_LABEL), None)
+    most = max(full["threads"], key=int)
+    at = full["threads"][most]
+    command = f"tidings bench{' --quick' if report['mode'] == 'quick' else ''} --out {out}"
+    bandwidth = ", ".join(f"{bw:.1f} GB/s with {t}" for t, bw in machine["read_bandwidth_gbs"].items())
+    lines = [f"`{command}` ({report['wall_s'] / 60:.1f} min), {report['date'][:10]}, {machine['cpu']}, "
+             f"{profile['cores']} cores (profile {profile['name']}), read bandwidth {bandwidth} threads; "
+             f"task adapter active, {most} threads; the agent runs the default lean 32k model.", "",
+             "| figure | value | goal |", "|---|---|---|"]
+    engine, raw = at["engine"]["gen_tok_s"]["p50"], at["raw"]["gen_tok_s"]["p50"]
+    lines.append(f"| generation, engine / raw llama-cpp-python (full Q4_K_M) | {engine:.1f} / {raw:.1f} tok/s "
+                 f"= {at['generation_ratio_vs_raw']:.2f} | {_verdict(goals['generation_ratio_vs_raw'])} |")
+    roof = f"full {at['roofline_tok_s']:.0f} tok/s"
+    ratio = f"{at['generation_ratio_vs_roofline']:.2f}"
+    if lean:
+        lean_at = lean["threads"][most]
+        roof += f"; lean {lean_at['roofline_tok_s']:.0f} tok/s"
+        ratio += f"; lean {lean_at['generation_ratio_vs_roofline']:.2f}"
+        lean_gen = lean_at["engine"]["gen_tok_s"]["p50"]
+        lines.append(f"| generation / bandwidth roofline ({roof}) | {ratio} | "
+                     f"{_verdict(goals['generation_ratio_vs_roofline'])} |")
+        lines.append(f"| lean 32k / full generation (engine) | {lean_gen:.1f} / {engine:.1f} tok/s = "
+                     f"{lean_gen / engine:.2f} | {_verdict(goals['lean_vs_full_decode_ratio'])} |")
+        lines.append(f"| lean 32k / full engine-process peak RSS | {lean_at['engine_peak_rss_mb']:.0f} / "
+                     f"{at['engine_peak_rss_mb']:.0f} MB = {lean_at['engine_peak_rss_mb'] / at['engine_peak_rss_mb']:.2f}"
+                     f" | {_verdict(goals['lean_vs_full_rss_ratio'])} |")
+    else:
+        lines.append(f"| generation / bandwidth roofline ({roof}) | {ratio} | "
+                     f"{_verdict(goals['generation_ratio_vs_roofline'])} |")
+    memory = report["memory_mb"]
+    parts = ", ".join(f"{name} {mb:.0f}" for name, mb in memory.items() if name != "peak_rss")
+    lines.append(f"| whole-agent peak RSS ({parts} MB loaded) | {memory['peak_rss']:.0f} MB | "
+                 f"{_verdict(goals['peak_rss_mb'])} |")
+    for name, label in (("first_spoken_word_p95_s", "message arrival → first spoken word, p95"),
+                        ("readback_p95_s", "end of speech → read-back, p95")):
+        value = goals[name]["value"]
+        lines.append(f"| {label} | {'n/a' if value is None else f'{value:.2f} s'} | {_verdict(goals[name])} |")
+    quality = report["quality"].get("Q4_K_M")
+    if quality:
+        lines.append(f"| ROUGE-L, SAMSum test ({quality['source']}, {quality['dialogues']} dialogues) | "
+                     f"{quality['rouge_l']:.1f} | |")
+    stages = report["stages"]
+    lines.append("| stages p50: prompt eval / generation ({} tokens) / STT / TTS first audio | {} s | |".format(
+        report.get("generated_tokens", "?"), " / ".join(f"{stages[k]['p50']:.2f}" for k in
+                                                   ("prompt_eval_s", "generation_s", "stt_s", "tts_first_audio_s"))))
+    if report["mode"] == "full":
+        threads = sorted(full["threads"], key=int)
+        lines += ["", "| variant | " + " | ".join(f"tok/s, {t} thread{'s' if int(t) > 1 else ''}" for t in threads)
+                  + f" | vs raw ({most}) | vs roofline ({most}) | ROUGE-L |",
+                  "|---|" + "---|" * (len(threads) + 3)]
+        for variant in report["variants"]:
+            speeds = " | ".join(f"{variant['threads'][t]['engine']['gen_tok_s']['p50']:.1f}" for t in threads)
+            top = variant["threads"][most]
+            rouge = (report["quality"].get(variant["name"]) or {}).get("rouge_l")
+            lines.append(f"| {variant['name']} | {speeds} | {top['generation_ratio_vs_raw']:.2f} | "
+                         f"{top['generation_ratio_vs_roofline']:.2f} | {'' if rouge is None else f'{rouge:.1f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, mode: str, table: str) -> None:
+    """Replace the text between this mode's markers in the README with `table`."""
+    start, end = f"<!-- tidings bench {mode}: start -->", f"<!-- tidings bench {mode}: end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no '{start}' ... '{end}' markers to put the {mode} results between")
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
 
 
 def print_summary(report: dict, out: Path) -> None:
@@ -504,12 +587,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pin cores and cap memory like this board; its speed is then projected (default: "
                         "%(default)s)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/suite"),
-                        help="directory for report.json and the plots (default: %(default)s)")
+                        help="directory for report.json, results.md and the plots (default: %(default)s)")
+    parser.add_argument("--readme", type=Path, metavar="README",
+                        help="also put the results table between this file's '<!-- tidings bench quick|full: "
+                        "start -->' and '... end -->' markers")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     report = run(args.quick, PROFILES[args.profile], args.out)
     print_summary(report, args.out)
+    if args.readme:
+        update_readme(args.readme, report["mode"], (args.out / "results.md").read_text())
+        print(f"updated the {report['mode']} results in {args.readme}")
     return 0
 
 

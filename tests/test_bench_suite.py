@@ -86,3 +86,39 @@ def test_requantized_variants_are_made_once_by_llama_cpp(embedded_model, tmp_pat
     assert requantize(embedded_model, "Q8_0", tmp_path).stat().st_mtime_ns == modified
     with pytest.raises(ModelError, match="unknown quantization"):
         requantize(embedded_model, "Q3_WHATEVER", tmp_path)
+
+
+def test_the_results_table_goes_between_the_readme_markers_and_nowhere_else(tmp_path):
+    from tidings.bench.suite import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- tidings bench quick: start -->\nold table\n<!-- tidings bench quick: end -->\nafter\n")
+    update_readme(readme, "quick", "| new | table |\n")
+    assert readme.read_text() == ("intro\n<!-- tidings bench quick: start -->\n| new | table |\n"
+                                  "<!-- tidings bench quick: end -->\nafter\n")
+    with pytest.raises(ValueError, match="full: start"):
+        update_readme(readme, "full", "| x |\n")
+    assert "| new | table |" in readme.read_text()  # a failed update leaves the file as it was
+
+
+def test_the_results_table_reports_each_goal_with_its_verdict(tmp_path):
+    from tidings.bench.suite import results_markdown
+
+    speed = {"engine": {"gen_tok_s": {"p50": 40.0}}, "raw": {"gen_tok_s": {"p50": 41.0}},
+             "generation_ratio_vs_raw": 40 / 41, "roofline_tok_s": 100.0, "generation_ratio_vs_roofline": 0.4,
+             "engine_peak_rss_mb": 400.0}
+    report = {"date": "2026-11-23T05:00:00+00:00", "mode": "quick", "wall_s": 90.0,
+              "machine": {"cpu": "Test CPU", "read_bandwidth_gbs": {2: 25.0}},
+              "profile": {"name": "this-machine", "cores": 2},
+              "variants": [{"name": "Q4_K_M", "threads": {2: speed}}],
+              "memory_mb": {"base": 60.0, "llm+adapter": 170.0, "peak_rss": 650.0},
+              "stages": {k: {"p50": 0.1} for k in ("prompt_eval_s", "generation_s", "stt_s", "tts_first_audio_s")},
+              "generated_tokens": 32, "voice": {"readback_s": {"p95": 1.1}}, "quality": {}}
+    report["headline"] = headline(report)
+    table = results_markdown(report, tmp_path)
+    assert "`tidings bench --quick --out " in table and "(1.5 min)" in table and "25.0 GB/s with 2" in table
+    assert "| 40.0 / 41.0 tok/s = 0.98 | ≥ 0.95: met |" in table
+    assert "| 0.40 | ≥ 0.7: **not met** |" in table
+    assert "| 650 MB | ≤ 600: **not met** |" in table
+    assert "| message arrival → first spoken word, p95 | n/a | ≤ 0.8: not measured |" in table
+    assert "| 1.10 s | ≤ 1.2: met |" in table

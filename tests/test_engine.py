@@ -56,6 +56,7 @@ def test_completion_counts_tokens_and_stops_at_max_tokens(engine, prompt):
 def test_stop_sequence_cuts_the_output_before_it(engine, prompt):
     full = greedy(engine, prompt, 24)
     stop_word = full.split()[3]
+    engine.reset_cache()  # the same cache state as `full` (see greedy)
     cut = engine.complete(prompt, max_tokens=24, stop=(stop_word,))
     assert cut.finish_reason == "stop"
     assert cut.text == full[: full.index(stop_word)]
