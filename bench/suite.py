@@ -459,6 +459,11 @@ def run(quick: bool, profile: Profile, out: Path) -> dict:
     return report
 
 
+def _read_bandwidth_text(machine: dict) -> str:
+    per_threads = ", ".join(f"{bw:.1f} GB/s with {t}" for t, bw in machine["read_bandwidth_gbs"].items())
+    return f"read bandwidth {per_threads} threads"
+
+
 def _verdict(goal: dict) -> str:
     op, value = goal["goal"].split()
     shown = f"{'≥' if op == '>=' else '≤'} {value}"
@@ -472,9 +477,8 @@ def results_markdown(report: dict, out: Path) -> str:
     most = max(full["threads"], key=int)
     at = full["threads"][most]
     command = f"tidings bench{' --quick' if report['mode'] == 'quick' else ''} --out {out}"
-    bandwidth = ", ".join(f"{bw:.1f} GB/s with {t}" for t, bw in machine["read_bandwidth_gbs"].items())
     lines = [f"`{command}` ({report['wall_s'] / 60:.1f} min), {report['date'][:10]}, {machine['cpu']}, "
-             f"{profile['cores']} cores (profile {profile['name']}), read bandwidth {bandwidth} threads; "
+             f"{profile['cores']} cores (profile {profile['name']}), {_read_bandwidth_text(machine)}; "
              f"task adapter active, {most} threads; the agent runs the default lean 32k model.", "",
              "| figure | value | goal |", "|---|---|---|"]
     engine, raw = at["engine"]["gen_tok_s"]["p50"], at["raw"]["gen_tok_s"]["p50"]
@@ -482,21 +486,19 @@ def results_markdown(report: dict, out: Path) -> str:
                  f"= {at['generation_ratio_vs_raw']:.2f} | {_verdict(goals['generation_ratio_vs_raw'])} |")
     roof = f"full {at['roofline_tok_s']:.0f} tok/s"
     ratio = f"{at['generation_ratio_vs_roofline']:.2f}"
-    if lean:
-        lean_at = lean["threads"][most]
+    lean_at = lean and lean["threads"][most]
+    if lean_at:
         roof += f"; lean {lean_at['roofline_tok_s']:.0f} tok/s"
         ratio += f"; lean {lean_at['generation_ratio_vs_roofline']:.2f}"
+    lines.append(f"| generation / bandwidth roofline ({roof}) | {ratio} | "
+                 f"{_verdict(goals['generation_ratio_vs_roofline'])} |")
+    if lean_at:
         lean_gen = lean_at["engine"]["gen_tok_s"]["p50"]
-        lines.append(f"| generation / bandwidth roofline ({roof}) | {ratio} | "
-                     f"{_verdict(goals['generation_ratio_vs_roofline'])} |")
         lines.append(f"| lean 32k / full generation (engine) | {lean_gen:.1f} / {engine:.1f} tok/s = "
                      f"{lean_gen / engine:.2f} | {_verdict(goals['lean_vs_full_decode_ratio'])} |")
         lines.append(f"| lean 32k / full engine-process peak RSS | {lean_at['engine_peak_rss_mb']:.0f} / "
                      f"{at['engine_peak_rss_mb']:.0f} MB = {lean_at['engine_peak_rss_mb'] / at['engine_peak_rss_mb']:.2f}"
                      f" | {_verdict(goals['lean_vs_full_rss_ratio'])} |")
-    else:
-        lines.append(f"| generation / bandwidth roofline ({roof}) | {ratio} | "
-                     f"{_verdict(goals['generation_ratio_vs_roofline'])} |")
     memory = report["memory_mb"]
     parts = ", ".join(f"{name} {mb:.0f}" for name, mb in memory.items() if name != "peak_rss")
     lines.append(f"| whole-agent peak RSS ({parts} MB loaded) | {memory['peak_rss']:.0f} MB | "
@@ -540,8 +542,7 @@ def update_readme(readme: Path, mode: str, table: str) -> None:
 def print_summary(report: dict, out: Path) -> None:
     machine = report["machine"]
     print(f"\n{machine['cpu']}, {report['profile']['cores']} cores ({report['profile']['name']}), "
-          "read bandwidth " + ", ".join(f"{bw:.1f} GB/s with {t}" for t, bw in machine["read_bandwidth_gbs"].items())
-          + f" threads, {report['mode']} mode, {report['date']}")
+          f"{_read_bandwidth_text(machine)}, {report['mode']} mode, {report['date']}")
     print(f"{'variant':<15} {'threads':>7} {'engine tok/s':>12} {'raw tok/s':>10} {'vs raw':>7} {'roofline':>9} "
           f"{'vs roof':>8}")
     for v in report["variants"]:

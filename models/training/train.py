@@ -152,6 +152,10 @@ def answer_loss(peft_model: torch.nn.Module, batch: Sequence[TokenizedExample], 
     return torch.nn.functional.cross_entropy(logits, ids[rows_t, cols_t])
 
 
+def answer_tokens(examples: Sequence[TokenizedExample]) -> int:
+    return sum(len(e.ids) - e.answer_start for e in examples)
+
+
 def micro_batches(batch: Sequence[TokenizedExample], max_tokens: int) -> list[list[TokenizedExample]]:
     """Consecutive pieces of `batch` of at most `max_tokens` padded tokens (one example may exceed it alone)."""
     pieces: list[list[TokenizedExample]] = [[]]
@@ -166,10 +170,10 @@ def micro_batches(batch: Sequence[TokenizedExample], max_tokens: int) -> list[li
 def accumulate_answer_loss(peft_model: torch.nn.Module, batch: Sequence[TokenizedExample], pad_id: int,
                            micro_batch_tokens: int, bf16: bool = False) -> float:
     """Backpropagate the batch's mean answer loss piece by piece; returns that loss."""
-    answers = sum(len(e.ids) - e.answer_start for e in batch)
+    answers = answer_tokens(batch)
     total = 0.0
     for piece in micro_batches(batch, micro_batch_tokens):
-        share = sum(len(e.ids) - e.answer_start for e in piece) / answers
+        share = answer_tokens(piece) / answers
         loss = answer_loss(peft_model, piece, pad_id, bf16) * share
         loss.backward()
         total += loss.item()
@@ -184,7 +188,7 @@ def evaluate(peft_model: torch.nn.Module, examples: Sequence[TokenizedExample], 
     total = tokens = 0.0
     for indices in batch_plan(examples, batch_tokens, 1, seed=0):
         batch = [examples[i] for i in indices]
-        n = sum(len(e.ids) - e.answer_start for e in batch)
+        n = answer_tokens(batch)
         total += answer_loss(peft_model, batch, pad_id, bf16).item() * n
         tokens += n
     peft_model.train()
