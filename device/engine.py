@@ -29,6 +29,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
+from tidings.device.beam import beam_search, create_context
 from tidings.device.config import EngineConfig
 from tidings.device.memory import release_free_memory
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
@@ -102,6 +103,9 @@ class Engine:
         self._rng = np.random.default_rng(config.seed)  # a lean model's sampling (llama.cpp samples the others)
         self._adapters: dict[str, Adapter] = {}
         self._active: dict[str, float] = {}
+        self._beam_context = None  # created on the first beam search
+        self._beam_width = 0
+        self._threads = threads
         release_free_memory()
 
     # -- tokens -------------------------------------------------------------
@@ -150,7 +154,13 @@ class Engine:
         max_tokens: int = 128,
         stop: tuple[str, ...] = (),
         temperature: float = 0.0,
+        beams: int = 1,
+        length_penalty: float = 1.0,
     ) -> Completion:
+        """Greedy, sampled at `temperature`, or with `beams` > 1 the best of a beam search
+        (full-vocabulary models only: see `supports_beams`)."""
+        if beams > 1:
+            return self._beam_complete(prompt, max_tokens, stop, beams, length_penalty)
         started = time.perf_counter()
         llama_cpp.llama_perf_context_reset(self.llm.ctx)
         pieces: list[str] = []
@@ -163,6 +173,41 @@ class Engine:
         return Completion(
             "".join(pieces), perf.n_p_eval, perf.n_eval, finish, time.perf_counter() - started
         )
+
+    @property
+    def supports_beams(self) -> bool:
+        """A lean model with exact input generates through its own loop (device/vocab.py), one sequence only."""
+        return not (isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact)
+
+    def _beam_complete(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], beams: int,
+                       length_penalty: float) -> Completion:
+        if not self.supports_beams:
+            raise ValueError(f"{self.model.name} reads input the lean model lacks from the base file: "
+                             "beam search is not available for it; use beams = 1")
+        started = time.perf_counter()
+        tokens = self.tokenizer.prompt(prompt)
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ValueError(f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds the "
+                             f"context of {self.n_ctx}; fold the input into smaller pieces first")
+        if self._beam_width < beams:
+            self._close_beam_context()
+            self._beam_context = create_context(self.llm.model, n_ctx=self.n_ctx, n_batch=self.llm.n_batch,
+                                                threads=self._threads, beams=beams)
+            self._beam_width = beams
+            self._apply_adapters(self._beam_context, self._active)
+        result = beam_search(
+            self._beam_context, llama_cpp.llama_model_get_vocab(self.llm.model), tokens, beams=beams,
+            max_tokens=max_tokens, n_batch=self.llm.n_batch, stop=prompt.stop + stop,
+            detokenize=lambda ids: self.llm.detokenize(ids).decode("utf-8", errors="ignore"),
+            length_penalty=length_penalty,
+        )
+        return Completion(result.text, len(tokens), len(result.tokens), result.finish, time.perf_counter() - started)
+
+    def _close_beam_context(self) -> None:
+        if self._beam_context is not None:
+            llama_cpp.llama_free(self._beam_context)
+            self._beam_context = None
+            self._beam_width = 0
 
     def _create(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], temperature: float):
         lean_exact = isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact
@@ -215,15 +260,20 @@ class Engine:
             raise AdapterError(f"adapter(s) not loaded: {', '.join(sorted(unknown))}")
         if scales == self._active:
             return
+        self._apply_adapters(self.llm.ctx, scales)
+        if self._beam_context is not None:
+            self._apply_adapters(self._beam_context, scales)
+        self._active = dict(scales)
+        self.reset_cache()
+
+    def _apply_adapters(self, ctx, scales: dict[str, float]) -> None:
         names = list(scales)
         handles = (llama_cpp.llama_adapter_lora_p_ctypes * len(names))(
             *(ctypes.cast(self._adapters[n].handle, llama_cpp.llama_adapter_lora_p_ctypes) for n in names)
         )
         values = (ctypes.c_float * len(names))(*(scales[n] for n in names))
-        if llama_cpp.llama_set_adapters_lora(self.llm.ctx, handles, len(names), values) != 0:
+        if llama_cpp.llama_set_adapters_lora(ctx, handles, len(names), values) != 0:
             raise AdapterError(f"llama.cpp could not activate adapters {names}")
-        self._active = dict(scales)
-        self.reset_cache()
 
     def unload_adapter(self, name: str) -> None:
         if name in self._active:
@@ -248,6 +298,7 @@ class Engine:
             llama_cpp.llama_memory_clear(memory, True)
 
     def close(self) -> None:
+        self._close_beam_context()
         for name in list(self._adapters):
             self.unload_adapter(name)
         self.llm.close()
