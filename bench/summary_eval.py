@@ -77,7 +77,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
                 engine.set_adapters({})
                 text = engine.complete(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",)).text
             elif variant == "device":
-                # The summarizer's first draft is greedy: it is the adapter variant too.
+                # The summarizer's first draft (beam search) is the adapter variant too.
                 engine.set_adapters({"task": 1.0})
                 outcome = summarizer.summary_text(messages)
                 text = outcome.text
@@ -95,6 +95,8 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": "SAMSum test", "dialogues": len(rows),
         "model": model.name, "adapter": str(adapter),
+        "decoding": {"device": f"{summarizer.config.summary_beams} beams, length penalty "
+                               f"{summarizer.config.summary_length_penalty}", "base": "greedy"},
         "rouge": "rouge-score 0.1.2, F1, use_stemmer=True, x100",
         "results": {v: score(scorer, rows, v) | {"seconds_p50": statistics.median(timings[v])} for v in variants},
         "published": {k: dict(zip(("rouge1", "rouge2", "rougeL"), v)) for k, v in PUBLISHED.items()},

@@ -12,12 +12,18 @@ a unified cache, no recomputation), so every step is one batched decode of
 The context here is separate from the engine's main one because
 llama-cpp-python creates its context with a single sequence; it is created on
 first use, carries the same adapters, and costs one more KV cache.
+
+The search itself knows nothing of vocabularies: a `BeamModel` evaluates the
+prompt, gives each step's logits over its candidates and feeds chosen ones
+back. `TokenModel` is a full-vocabulary model's; a lean model's (which can
+also copy tokens of the prompt it lacks) is in device/vocab.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import llama_cpp
 import numpy as np
@@ -25,76 +31,119 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BeamResult:
-    tokens: list[int]
+    candidates: list[int]
     text: str
     finish: str  # "stop" (an end-of-turn token or a stop sequence) or "length"
     steps: int  # batched decodes after the prompt
 
 
+class BeamModel(Protocol):
+    """A model's side of a beam search, in its own candidate ids."""
+
+    def prefill(self, ctx) -> int:
+        """Evaluate the prompt as sequence 0 with logits at its end; its length."""
+        ...
+
+    def logits(self, ctx, row: int) -> np.ndarray:
+        """The next candidate's logits after the batch entry `row` (-1: the last)."""
+        ...
+
+    def feed(self, ctx, entries: list[tuple[int, int, int]]) -> None:
+        """Evaluate (candidate, position, sequence) entries in one batch, logits for each."""
+        ...
+
+    def is_end(self, candidate: int) -> bool: ...
+
+    def text(self, candidates: list[int]) -> str: ...
+
+
+class TokenModel:
+    """A model whose candidates are its own token ids."""
+
+    def __init__(self, model, prompt: Sequence[int], n_batch: int, detokenize: Callable[[list[int]], str]) -> None:
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.prompt = list(prompt)
+        self.n_batch = n_batch
+        self._detokenize = detokenize
+
+    def prefill(self, ctx) -> int:
+        last = len(self.prompt) - 1
+        for start in range(0, len(self.prompt), self.n_batch):
+            chunk = self.prompt[start:start + self.n_batch]
+            _decode_tokens(ctx, [(t, start + i, 0, start + i == last) for i, t in enumerate(chunk)])
+        return len(self.prompt)
+
+    def logits(self, ctx, row: int) -> np.ndarray:
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
+
+    def feed(self, ctx, entries: list[tuple[int, int, int]]) -> None:
+        _decode_tokens(ctx, [(t, position, seq, True) for t, position, seq in entries])
+
+    def is_end(self, candidate: int) -> bool:
+        return llama_cpp.llama_vocab_is_eog(self.vocab, candidate)
+
+    def text(self, candidates: list[int]) -> str:
+        return self._detokenize(candidates)
+
+
 @dataclass
 class _Hypothesis:
-    tokens: list[int]
+    candidates: list[int]
     logprob: float
     seq: int
 
 
-def create_context(model, *, n_ctx: int, n_batch: int, threads: int, beams: int):
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx = n_ctx
-    params.n_batch = n_batch
-    params.n_ubatch = n_batch
-    params.n_threads = threads
-    params.n_threads_batch = threads
+def create_context(model, base_params, *, beams: int):
+    """A context like the one `base_params` made (same kernels, so a one-beam search is greedy decoding),
+    with room for the hypotheses' sequences."""
+    params = type(base_params).from_buffer_copy(base_params)
     # Twice the beams: a step's new hypotheses take fresh sequences before the old ones are dropped.
     params.n_seq_max = 2 * beams
     params.kv_unified = True  # sequences share cache cells, so copying one is only bookkeeping
-    params.swa_full = True
-    params.no_perf = False
     ctx = llama_cpp.llama_init_from_model(model, params)
     if not ctx:
         raise RuntimeError("llama.cpp could not create a context for beam search")
     return ctx
 
 
-def beam_search(ctx, vocab, prompt: Sequence[int], *, beams: int, max_tokens: int, n_batch: int,
-                detokenize: Callable[[list[int]], str], stop: Sequence[str],
+def beam_search(ctx, model: BeamModel, *, beams: int, max_tokens: int, stop: Sequence[str],
                 length_penalty: float = 1.0) -> BeamResult:
-    """The hypothesis with the best log-probability per token**length_penalty, as in Hugging Face's
+    """The hypothesis with the best log-probability / length**length_penalty, as in Hugging Face's
     beam search with early stopping: done when `beams` hypotheses have finished."""
     memory = llama_cpp.llama_get_memory(ctx)
     llama_cpp.llama_memory_clear(memory, True)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-    batch = llama_cpp.llama_batch_init(max(n_batch, 2 * beams), 0, 1)
     try:
-        for start in range(0, len(prompt), n_batch):
-            chunk = prompt[start:start + n_batch]
-            _fill(batch, [(t, start + i, 0, start + i == len(prompt) - 1) for i, t in enumerate(chunk)])
-            _decode(ctx, batch)
+        n_prompt = model.prefill(ctx)
         rows = [-1]
         live = [_Hypothesis([], 0.0, 0)]
         finished: list[tuple[float, list[int], str, str]] = []
         steps = 0
         for _ in range(max_tokens):
-            candidates = []
+            scored = []
             for row, hyp in zip(rows, live):
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,))
+                logits = model.logits(ctx, row)
                 logprobs = logits - _logsumexp(logits)
-                for token in np.argpartition(logprobs, -2 * beams)[-2 * beams:]:
-                    candidates.append((hyp.logprob + float(logprobs[token]), hyp, int(token)))
-            candidates.sort(key=lambda c: -c[0])
+                for candidate in np.argpartition(logprobs, -2 * beams)[-2 * beams:]:
+                    scored.append((hyp.logprob + float(logprobs[candidate]), hyp, int(candidate)))
+            scored.sort(key=lambda c: -c[0])
             survivors: list[tuple[_Hypothesis, int, float]] = []
-            for logprob, parent, token in candidates:
-                tokens = parent.tokens + [token]
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    text = detokenize(parent.tokens)
-                    finished.append((logprob / len(tokens) ** length_penalty, parent.tokens, text, "stop"))
+            for rank, (logprob, parent, candidate) in enumerate(scored):
+                length = len(parent.candidates) + 1
+                ends = model.is_end(candidate)
+                if rank >= beams and (ends or any(s in model.text(parent.candidates + [candidate]) for s in stop)):
+                    continue  # only the best `beams` candidates may finish (Hugging Face's rule)
+                if ends:
+                    finished.append((logprob / length ** length_penalty, parent.candidates,
+                                     model.text(parent.candidates), "stop"))
                 else:
-                    text = detokenize(tokens)
+                    candidates = parent.candidates + [candidate]
+                    text = model.text(candidates)
                     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
                     if cut >= 0:
-                        finished.append((logprob / len(tokens) ** length_penalty, tokens, text[:cut], "stop"))
+                        finished.append((logprob / length ** length_penalty, candidates, text[:cut], "stop"))
                     else:
-                        survivors.append((parent, token, logprob))
+                        survivors.append((parent, candidate, logprob))
                 if len(survivors) == beams:
                     break
             if len(finished) >= beams or not survivors:
@@ -103,24 +152,22 @@ def beam_search(ctx, vocab, prompt: Sequence[int], *, beams: int, max_tokens: in
             free = [s for s in range(2 * beams) if s not in in_use]
             entries = []
             next_live = []
-            for (parent, token, logprob), seq in zip(survivors, free):
+            for (parent, candidate, logprob), seq in zip(survivors, free):
                 llama_cpp.llama_memory_seq_cp(memory, parent.seq, seq, -1, -1)
-                next_live.append(_Hypothesis(parent.tokens + [token], logprob, seq))
-                entries.append((token, len(prompt) + len(parent.tokens), seq, True))
+                next_live.append(_Hypothesis(parent.candidates + [candidate], logprob, seq))
+                entries.append((candidate, n_prompt + len(parent.candidates), seq))
             for seq in in_use:
                 llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
-            _fill(batch, entries)
-            _decode(ctx, batch)
+            model.feed(ctx, entries)
             steps += 1
             live = next_live
             rows = list(range(len(live)))
         if not finished:  # out of tokens: the live hypotheses compete as they are
-            finished = [(h.logprob / max(1, len(h.tokens)) ** length_penalty, h.tokens, detokenize(h.tokens), "length")
-                        for h in live]
-        _, tokens, text, finish = max(finished, key=lambda f: f[0])
-        return BeamResult(tokens, text, finish, steps)
+            finished = [(h.logprob / max(1, len(h.candidates)) ** length_penalty, h.candidates,
+                         model.text(h.candidates), "length") for h in live]
+        _, candidates, text, finish = max(finished, key=lambda f: f[0])
+        return BeamResult(candidates, text, finish, steps)
     finally:
-        llama_cpp.llama_batch_free(batch)
         llama_cpp.llama_memory_clear(memory, True)
 
 
@@ -129,16 +176,17 @@ def _logsumexp(x: np.ndarray) -> float:
     return top + float(np.log(np.exp(x - top).sum()))
 
 
-def _fill(batch, entries: list[tuple[int, int, int, bool]]) -> None:
-    batch.n_tokens = len(entries)
-    for i, (token, position, seq, logits) in enumerate(entries):
-        batch.token[i] = token
-        batch.pos[i] = position
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq
-        batch.logits[i] = logits
-
-
-def _decode(ctx, batch) -> None:
-    if llama_cpp.llama_decode(ctx, batch) != 0:
-        raise RuntimeError("llama.cpp could not evaluate a beam-search batch")
+def _decode_tokens(ctx, entries: list[tuple[int, int, int, bool]]) -> None:
+    batch = llama_cpp.llama_batch_init(len(entries), 0, 1)
+    try:
+        batch.n_tokens = len(entries)
+        for i, (token, position, seq, logits) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = position
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = logits
+        if llama_cpp.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama.cpp could not evaluate a beam-search batch")
+    finally:
+        llama_cpp.llama_batch_free(batch)

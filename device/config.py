@@ -75,11 +75,15 @@ class SummarizerConfig:
     # Beam search for summaries made whole before they are spoken or shown (announcements,
     # `tidings summarize`): on the held-out SAMSum chats 4 beams scored ROUGE-L 38.6 against
     # greedy's 37.3 in 1.6x the time (models/adapters/tidings-task/README.md). A summary read
-    # out while it is generated (the voice loop) stays greedy, and so does a lean model with
-    # exact input, whose decoding loop keeps one sequence. 1 turns beam search off.
+    # out while it is generated (the voice loop) stays greedy: it speaks before the rest
+    # exists. 1 turns beam search off.
     summary_beams: int = 4
     # Beam scores are log-probability / length**penalty: above 1 favours longer summaries.
     summary_length_penalty: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.summary_beams < 1:
+            raise ConfigError(f"summarizer.summary_beams must be at least 1, got {self.summary_beams}")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-from tidings.device.beam import beam_search, create_context
+from tidings.device.beam import TokenModel, beam_search, create_context
 from tidings.device.config import EngineConfig
 from tidings.device.memory import release_free_memory
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
@@ -105,7 +105,6 @@ class Engine:
         self._active: dict[str, float] = {}
         self._beam_context = None  # created on the first beam search
         self._beam_width = 0
-        self._threads = threads
         release_free_memory()
 
     # -- tokens -------------------------------------------------------------
@@ -157,8 +156,7 @@ class Engine:
         beams: int = 1,
         length_penalty: float = 1.0,
     ) -> Completion:
-        """Greedy, sampled at `temperature`, or with `beams` > 1 the best of a beam search
-        (full-vocabulary models only: see `supports_beams`)."""
+        """Greedy, sampled at `temperature`, or with `beams` > 1 the best of a beam search."""
         if beams > 1:
             return self._beam_complete(prompt, max_tokens, stop, beams, length_penalty)
         started = time.perf_counter()
@@ -174,34 +172,29 @@ class Engine:
             "".join(pieces), perf.n_p_eval, perf.n_eval, finish, time.perf_counter() - started
         )
 
-    @property
-    def supports_beams(self) -> bool:
-        """A lean model with exact input generates through its own loop (device/vocab.py), one sequence only."""
-        return not (isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact)
-
     def _beam_complete(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], beams: int,
                        length_penalty: float) -> Completion:
-        if not self.supports_beams:
-            raise ValueError(f"{self.model.name} reads input the lean model lacks from the base file: "
-                             "beam search is not available for it; use beams = 1")
         started = time.perf_counter()
-        tokens = self.tokenizer.prompt(prompt)
-        if len(tokens) + max_tokens > self.n_ctx:
-            raise ValueError(f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds the "
+        if isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact:
+            model = self.tokenizer.beam_model(prompt)
+            n_prompt = len(model.full_ids)
+        else:
+            tokens = self.tokenizer.prompt(prompt)
+            model = TokenModel(self.llm.model, tokens, self.llm.n_batch,
+                               detokenize=lambda ids: self.llm.detokenize(ids).decode("utf-8", errors="ignore"))
+            n_prompt = len(tokens)
+        if n_prompt + max_tokens > self.n_ctx:
+            raise ValueError(f"prompt of {n_prompt} tokens plus {max_tokens} to generate exceeds the "
                              f"context of {self.n_ctx}; fold the input into smaller pieces first")
         if self._beam_width < beams:
             self._close_beam_context()
-            self._beam_context = create_context(self.llm.model, n_ctx=self.n_ctx, n_batch=self.llm.n_batch,
-                                                threads=self._threads, beams=beams)
+            self._beam_context = create_context(self.llm.model, self.llm.context_params, beams=beams)
             self._beam_width = beams
             self._apply_adapters(self._beam_context, self._active)
-        result = beam_search(
-            self._beam_context, llama_cpp.llama_model_get_vocab(self.llm.model), tokens, beams=beams,
-            max_tokens=max_tokens, n_batch=self.llm.n_batch, stop=prompt.stop + stop,
-            detokenize=lambda ids: self.llm.detokenize(ids).decode("utf-8", errors="ignore"),
-            length_penalty=length_penalty,
-        )
-        return Completion(result.text, len(tokens), len(result.tokens), result.finish, time.perf_counter() - started)
+        result = beam_search(self._beam_context, model, beams=beams, max_tokens=max_tokens,
+                             stop=prompt.stop + stop, length_penalty=length_penalty)
+        return Completion(result.text, n_prompt, len(result.candidates), result.finish,
+                          time.perf_counter() - started)
 
     def _close_beam_context(self) -> None:
         if self._beam_context is not None:

@@ -125,7 +125,7 @@ class Summarizer:
         earlier = ""
         for piece in self.fold(messages):
             prompt = summary_prompt(self.engine.prompt_format, render_dialogue(piece), earlier)
-            beams = self.config.summary_beams if temperature == 0 and self.engine.supports_beams else 1
+            beams = self.config.summary_beams if temperature == 0 else 1
             completion = self.engine.complete(
                 prompt, max_tokens=self.config.max_summary_tokens, stop=("\n\n",), temperature=temperature,
                 beams=beams, length_penalty=self.config.summary_length_penalty,

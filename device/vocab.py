@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -193,13 +193,7 @@ class LeanTokenizer:
         back from its embedding like every other token.
         """
         full_ids = self._prefill(prompt)
-        # A name opens a chat line without a space ("Martina: ...", often in pieces there) and
-        # returns mid-sentence with one; "bbq" comes back as "BBQ": every word and piece of the
-        # prompt is a candidate in its usual spellings.
-        words = set(_WORD.findall(prompt.text))
-        said = set(full_ids).union(*(self._word_tokens(w) for w in words), *(self._twin(t) for t in set(full_ids)))
-        copyable = np.array(sorted(t for t in said if self.to_lean[t] < 0), dtype=np.int64)
-        copy_logits = self._embeddings.logit_map(copyable)
+        copyable, copy_logits = self._copyable(prompt, full_ids)
         n_vocab = self.lean.n_vocab()
         text = b""
         sent = 0
@@ -237,9 +231,61 @@ class LeanTokenizer:
                 yield _chunk(decoded[sent:], None)
         yield _chunk("", finish)
 
+    def _copyable(self, prompt: Prompt, full_ids: list[int]) -> tuple[np.ndarray, Callable]:
+        """The prompt's tokens the lean model lacks, and a function from its logits to theirs."""
+        # A name opens a chat line without a space ("Martina: ...", often in pieces there) and
+        # returns mid-sentence with one; "bbq" comes back as "BBQ": every word and piece of the
+        # prompt is a candidate in its usual spellings.
+        words = set(_WORD.findall(prompt.text))
+        said = set(full_ids).union(*(self._word_tokens(w) for w in words), *(self._twin(t) for t in set(full_ids)))
+        copyable = np.array(sorted(t for t in said if self.to_lean[t] < 0), dtype=np.int64)
+        return copyable, self._embeddings.logit_map(copyable)
+
+    def beam_model(self, prompt: Prompt) -> LeanBeamModel:
+        """This prompt's side of a beam search (device/beam.py), over kept and copyable tokens."""
+        if self._embeddings is None:
+            raise ValueError("a lean model with spelled input beam-searches over its own token ids")
+        return LeanBeamModel(self, prompt)
+
     def forget(self) -> None:
         """The lean context was cleared: nothing of ours is in it any more."""
         self._evaluated = []
+
+
+class LeanBeamModel:
+    """A lean model in a beam search: candidates are its kept tokens, then the prompt's copyable
+    ones, all fed back from their embedding rows like the prompt (one batch may not mix ids and
+    embeddings)."""
+
+    def __init__(self, tokenizer: LeanTokenizer, prompt: Prompt) -> None:
+        self.tokenizer = tokenizer
+        self.embeddings = tokenizer._embeddings
+        self.full_ids = tokenize_prompt(tokenizer.full, prompt)
+        self.copyable, self.copy_logits = tokenizer._copyable(prompt, self.full_ids)
+        self.n_vocab = tokenizer.lean.n_vocab()
+
+    def prefill(self, ctx) -> int:
+        self.embeddings.decode(self.full_ids, first_position=0, n_batch=self.tokenizer.lean.n_batch, ctx=ctx)
+        return len(self.full_ids)
+
+    def logits(self, ctx, row: int) -> np.ndarray:
+        lean = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
+        return np.concatenate([lean, self.copy_logits(lean)]) if len(self.copyable) else lean
+
+    def full_id(self, candidate: int) -> int:
+        if candidate < self.n_vocab:
+            return int(self.tokenizer.kept_ids[candidate])
+        return int(self.copyable[candidate - self.n_vocab])
+
+    def feed(self, ctx, entries: list[tuple[int, int, int]]) -> None:
+        self.embeddings.decode_at(ctx, [(self.full_id(c), position, seq, True) for c, position, seq in entries])
+
+    def is_end(self, candidate: int) -> bool:
+        return candidate < self.n_vocab and llama_cpp.llama_vocab_is_eog(self.tokenizer._lean_vocab, candidate)
+
+    def text(self, candidates: list[int]) -> str:
+        pieces = b"".join(self.tokenizer.full.piece(self.full_id(c), special=False) for c in candidates)
+        return pieces.decode("utf-8", errors="ignore")
 
 
 class _BaseEmbeddings:
@@ -292,23 +338,30 @@ class _BaseEmbeddings:
         to_logits = np.einsum("ij,jk->ik", self.output_rows(full_ids).astype(np.float64), self._solve)
         return lambda lean_logits: np.einsum("ij,j->i", to_logits, lean_logits[self._sample].astype(np.float64))
 
-    def decode(self, full_ids: Sequence[int], *, first_position: int, n_batch: int) -> None:
+    def decode(self, full_ids: Sequence[int], *, first_position: int, n_batch: int, ctx=None) -> None:
+        """Evaluate `full_ids` as sequence 0 of `ctx` (the lean context by default), logits at the last."""
         for start in range(0, len(full_ids), n_batch):
             chunk = full_ids[start:start + n_batch]
-            vectors = np.ascontiguousarray(self.output_rows(np.asarray(chunk)) * self.scale, dtype=np.float32)
-            batch = llama_cpp.llama_batch_init(len(chunk), self.n_embd, 1)
-            try:
-                batch.n_tokens = len(chunk)
-                ctypes.memmove(batch.embd, vectors.ctypes.data, vectors.nbytes)
-                for i in range(len(chunk)):
-                    batch.pos[i] = first_position + start + i
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = start + i == len(full_ids) - 1
-                if llama_cpp.llama_decode(self.ctx, batch) != 0:
-                    raise RuntimeError("llama.cpp could not evaluate the prompt's embeddings")
-            finally:
-                llama_cpp.llama_batch_free(batch)
+            self.decode_at(ctx or self.ctx, [(t, first_position + start + i, 0, start + i == len(full_ids) - 1)
+                                             for i, t in enumerate(chunk)])
+
+    def decode_at(self, ctx, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Evaluate (full id, position, sequence, wants logits) entries from their embeddings, in one batch."""
+        ids = np.asarray([e[0] for e in entries])
+        vectors = np.ascontiguousarray(self.output_rows(ids) * self.scale, dtype=np.float32)
+        batch = llama_cpp.llama_batch_init(len(entries), self.n_embd, 1)
+        try:
+            batch.n_tokens = len(entries)
+            ctypes.memmove(batch.embd, vectors.ctypes.data, vectors.nbytes)
+            for i, (_, position, seq, logits) in enumerate(entries):
+                batch.pos[i] = position
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = logits
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama.cpp could not evaluate the embeddings")
+        finally:
+            llama_cpp.llama_batch_free(batch)
 
 
 def _decode_token(ctx, token: int, position: int) -> None:

@@ -83,6 +83,27 @@ def test_context_overflow_is_refused_with_a_clear_error(engine):
         engine.complete(user_turn(engine.prompt_format, "word " * 2000), max_tokens=8)
 
 
+def test_beam_search_is_deterministic_and_follows_adapter_swaps(engine, prompt, adapters):
+    base = engine.complete(prompt, max_tokens=12, beams=3)
+    engine.set_adapters({"a": 1.0})  # after the beam context exists: it must take the adapter too
+    with_a = engine.complete(prompt, max_tokens=12, beams=3)
+    engine.set_adapters({})
+    again = engine.complete(prompt, max_tokens=12, beams=3)
+    assert base.generated_tokens > 0 and base.text
+    assert with_a.text != base.text
+    assert again.text == base.text
+
+
+def test_beam_search_cuts_at_a_stop_sequence(engine, prompt):
+    free = engine.complete(prompt, max_tokens=16, beams=3)
+    words = free.text.split()
+    assert len(words) >= 4, free.text
+    stop = words[len(words) // 2]
+    cut = engine.complete(prompt, max_tokens=16, beams=3, stop=(stop,))
+    assert stop not in cut.text
+    assert cut.finish_reason == "stop"
+
+
 def test_adapters_load_swap_scale_and_unload_without_reloading_the_base(engine, prompt, adapters):
     model_before = engine.llm.model
     base = greedy(engine, prompt)

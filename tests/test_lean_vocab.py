@@ -166,6 +166,7 @@ def test_spelled_input_is_the_plain_alternative(embedded_model, engines):
         prompt = held_out_prompts(1)[0]
         assert spelled.tokenize(prompt) == exact.tokenize(prompt)
         assert spelled.complete(prompt, max_tokens=8).text
+        assert spelled.complete(prompt, max_tokens=8, beams=2).text
     finally:
         spelled.close()
 
@@ -210,6 +211,19 @@ def test_the_agent_runs_a_lean_model_with_its_base_models_adapter():
         assert summarizer.engine.active_adapters == {TASK_ADAPTER: 1.0}
     finally:
         summarizer.engine.close()
+
+
+def test_a_lean_model_beam_searches_over_kept_and_copied_tokens(engines, kept):
+    _, lean = engines
+    chat = ("Zbigniew: Can you bring the quokka to Łódź on Friday?\nMarta: Sure, I'll take the 9am train.\n"
+            "Zbigniew: Great, Szczepan will meet you at the station.")
+    prompt = summary_prompt(FORMATS["gemma"], chat)
+    summary = lean.complete(prompt, max_tokens=48, beams=4, length_penalty=2.0)
+    assert summary.finish_reason == "stop"
+    assert "Zbigniew" in summary.text and "quokka" in summary.text
+    # Both words need tokens the lean model dropped: the beam copied them from the prompt.
+    full_ids = lean.tokenizer.full.tokenize(summary.text, special=False)
+    assert not set(full_ids) <= set(kept.tolist())
 
 
 def test_a_word_of_the_prompt_can_be_said_spaced_or_not_and_in_its_usual_cases(engines):

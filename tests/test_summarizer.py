@@ -65,6 +65,21 @@ def test_drafts_that_fail_validation_are_retried_then_replaced_by_the_extractive
     assert summary.needs_reply and 2 <= len(summary.suggestions) <= 3
 
 
+def test_a_summary_made_whole_is_beam_searched_and_its_sampled_retry_is_not(engine: Engine, monkeypatch):
+    calls = []
+    real_complete = engine.complete
+
+    def recording_complete(prompt, **kwargs):
+        calls.append((kwargs["temperature"], kwargs["beams"]))
+        return real_complete(prompt, **kwargs)
+
+    monkeypatch.setattr(engine, "complete", recording_complete)
+    config = SummarizerConfig(max_summary_words=2, retries=1, max_summary_tokens=24, summary_beams=3)
+    outcome = Summarizer(config, engine).summary_text(PICKUP)
+    assert calls == [(0.0, 3), (0.7, 1)]
+    assert len(outcome.drafts) == 2 and outcome.drafts[0]
+
+
 @pytest.mark.parametrize("draft, problem", [
     ("Mom asks Gregory to pick up Lily at 5:30.", "not grounded"),
     ("Mom asks Alex to pick up Lily at 7:30.", "not grounded"),
