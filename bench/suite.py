@@ -41,7 +41,7 @@ summary table; `--readme README.md` also puts the table into the README. report.
                 generation_ratio_vs_raw, generation_ratio_vs_roofline, roofline_tok_s, engine_peak_rss_mb}}}]
               (p50/p95/n each),
     stages: {ingest_s, prompt_eval_s, generation_s, validation_s, tts_first_audio_s, stt_s, vad_chunk_s}  (p50/p95/n),
-    memory_mb: {base, llm, adapter, stt, tts, vad, peak_rss},
+    memory_mb: {base, llm+adapter, stt, tts, vad, beam search (the context an announced summary adds), peak_rss},
     voice: {first_spoken_word_s, readback_s}  (p50/p95/n),
     quality: {variant: {rouge_l, dialogues, source}},
     projection: {board, gen_tok_s, derivation} | null,
@@ -230,6 +230,12 @@ def _stages_worker(repeats: int) -> dict:
     memory["tts"] = process.memory_info().rss
     vad = SileroVad()
     memory["vad"] = process.memory_info().rss
+    # An announced summary is beam-searched in a context of its own, made on first use.
+    chat = [json.dumps({"id": f"b{i}", "thread": "b", "sender": sender, "text": text,
+                        "sent_at": "2026-11-20T15:00:00+01:00"})
+            for i, (sender, text) in enumerate(line.split(": ", 1) for line in DIALOGUE.splitlines())]
+    summarizer.summary_text(list(parse_lines(chat)))
+    memory["beam search"] = process.memory_info().rss
     engine = summarizer.engine
     feed = [json.dumps({"id": f"m{i}", "thread": f"t{i % 5}", "sender": "Ann", "text": line.split(": ", 1)[1],
                         "sent_at": "2026-11-20T15:00:00+01:00"}) for i, line in enumerate(DIALOGUE.splitlines() * 10)]
@@ -254,7 +260,7 @@ def _stages_worker(repeats: int) -> dict:
             vad.reset()
             stages["vad_chunk_s"].append(_timed(lambda: [vad.probability(c) for c in chunks]) / len(chunks))
     peak = peak_rss_mb() * 1024 * 1024
-    order = ["base", "llm+adapter", "stt", "tts", "vad"]
+    order = ["base", "llm+adapter", "stt", "tts", "vad", "beam search"]
     added = {k: (memory[k] - memory[order[i - 1]]) / 1e6 if i else memory[k] / 1e6 for i, k in enumerate(order)}
     return {"stages": {k: percentiles(v) for k, v in stages.items()},
             "memory_mb": added | {"peak_rss": peak / 1e6},

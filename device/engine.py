@@ -158,7 +158,7 @@ class Engine:
     ) -> Completion:
         """Greedy, sampled at `temperature`, or with `beams` > 1 the best of a beam search."""
         if beams > 1:
-            return self._beam_complete(prompt, max_tokens, stop, beams, length_penalty)
+            return self.beam_search(prompt, beams=beams, max_tokens=max_tokens, stop=stop, length_penalty=length_penalty)
         started = time.perf_counter()
         llama_cpp.llama_perf_context_reset(self.llm.ctx)
         pieces: list[str] = []
@@ -172,8 +172,9 @@ class Engine:
             "".join(pieces), perf.n_p_eval, perf.n_eval, finish, time.perf_counter() - started
         )
 
-    def _beam_complete(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], beams: int,
-                       length_penalty: float) -> Completion:
+    def beam_search(self, prompt: Prompt, *, beams: int, max_tokens: int = 128, stop: tuple[str, ...] = (),
+                    length_penalty: float = 1.0) -> Completion:
+        """The best of `beams` hypotheses (device/beam.py); one beam is greedy decoding."""
         started = time.perf_counter()
         if isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact:
             model = self.tokenizer.beam_model(prompt)

@@ -56,6 +56,7 @@ def test_the_whole_agent_loads_in_one_process_and_every_stage_is_timed():
     assert all(s["p50"] > 0 and s["n"] == 1 for s in result["stages"].values())
     memory = result["memory_mb"]
     assert memory["llm+adapter"] > 100  # the model's weights are resident
+    assert set(memory) == {"base", "llm+adapter", "stt", "tts", "vad", "beam search", "peak_rss"}
     assert memory["peak_rss"] >= sum(v for k, v in memory.items() if k != "peak_rss") * 0.9
 
 

@@ -213,6 +213,17 @@ def test_the_agent_runs_a_lean_model_with_its_base_models_adapter():
         summarizer.engine.close()
 
 
+def test_a_one_beam_search_is_greedy_decoding_on_the_full_and_the_lean_model(engines):
+    # One beam still copies its cache to a new sequence at every step and, on the lean model,
+    # reads every token back from its embedding row: none of it may change a logit.
+    for engine in engines:
+        for prompt in held_out_prompts(4):
+            engine.reset_cache()
+            greedy = engine.complete(prompt, max_tokens=48, stop=("\n\n",))
+            searched = engine.beam_search(prompt, beams=1, max_tokens=48, stop=("\n\n",))
+            assert searched.text == greedy.text
+
+
 def test_a_lean_model_beam_searches_over_kept_and_copied_tokens(engines, kept):
     _, lean = engines
     chat = ("Zbigniew: Can you bring the quokka to Łódź on Friday?\nMarta: Sure, I'll take the 9am train.\n"
