@@ -9,9 +9,9 @@ continues another copies its parent's cache entries (a bookkeeping operation in
 a unified cache, no recomputation), so every step is one batched decode of
 `beams` tokens.
 
-The context here is separate from the engine's main one because
-llama-cpp-python creates its context with a single sequence; it is created on
-first use, carries the same adapters, and costs one more KV cache.
+The engine's context has the sequences for it (`[engine] max_beams`):
+llama-cpp-python makes a one-sequence context, which the engine remakes with
+more (device/engine.py).
 
 The search itself knows nothing of vocabularies: a `BeamModel` evaluates the
 prompt, gives each step's logits over its candidates and feeds chosen ones
@@ -92,19 +92,6 @@ class _Hypothesis:
     candidates: list[int]
     logprob: float
     seq: int
-
-
-def create_context(model, base_params, *, beams: int):
-    """A context like the one `base_params` made (same kernels, so a one-beam search is greedy decoding),
-    with room for the hypotheses' sequences."""
-    params = type(base_params).from_buffer_copy(base_params)
-    # Twice the beams: a step's new hypotheses take fresh sequences before the old ones are dropped.
-    params.n_seq_max = 2 * beams
-    params.kv_unified = True  # sequences share cache cells, so copying one is only bookkeeping
-    ctx = llama_cpp.llama_init_from_model(model, params)
-    if not ctx:
-        raise RuntimeError("llama.cpp could not create a context for beam search")
-    return ctx
 
 
 def beam_search(ctx, model: BeamModel, *, beams: int, max_tokens: int, stop: Sequence[str],

@@ -54,10 +54,14 @@ class EngineConfig:
     # the base model's embedding rows: the full model's input, bit for bit)
     # or "spelled" (as smaller kept tokens of the same text).
     lean_input: str = "exact"
+    # The widest beam search the context keeps sequences for ([summarizer] summary_beams).
+    max_beams: int = 4
 
     def __post_init__(self) -> None:
         if self.lean_input not in ("exact", "spelled"):
             raise ConfigError(f'engine.lean_input must be "exact" or "spelled", got {self.lean_input!r}')
+        if self.max_beams < 1:
+            raise ConfigError(f"engine.max_beams must be at least 1, got {self.max_beams}")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-from tidings.device.beam import TokenModel, beam_search, create_context
+from tidings.device.beam import TokenModel, beam_search
 from tidings.device.config import EngineConfig
 from tidings.device.memory import release_free_memory
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
@@ -91,6 +91,9 @@ class Engine:
             use_mmap=config.use_mmap,
             verbose=False,
         )
+        self.max_beams = config.max_beams
+        # Twice the beams: a step's new hypotheses take fresh sequences before the old ones are dropped.
+        self._add_sequences(2 * config.max_beams)
         self.load_seconds = time.perf_counter() - started
         self.prompt_format = detect_prompt_format(
             self.llm.metadata, model.spec.prompt_format if model.spec else None
@@ -103,8 +106,6 @@ class Engine:
         self._rng = np.random.default_rng(config.seed)  # a lean model's sampling (llama.cpp samples the others)
         self._adapters: dict[str, Adapter] = {}
         self._active: dict[str, float] = {}
-        self._beam_context = None  # created on the first beam search
-        self._beam_width = 0
         release_free_memory()
 
     # -- tokens -------------------------------------------------------------
@@ -175,6 +176,9 @@ class Engine:
     def beam_search(self, prompt: Prompt, *, beams: int, max_tokens: int = 128, stop: tuple[str, ...] = (),
                     length_penalty: float = 1.0) -> Completion:
         """The best of `beams` hypotheses (device/beam.py); one beam is greedy decoding."""
+        if beams > self.max_beams:
+            raise ValueError(f"a beam search of {beams} needs [engine] max_beams >= {beams} "
+                             f"(this engine has sequences for {self.max_beams})")
         started = time.perf_counter()
         if isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact:
             model = self.tokenizer.beam_model(prompt)
@@ -187,21 +191,25 @@ class Engine:
         if n_prompt + max_tokens > self.n_ctx:
             raise ValueError(f"prompt of {n_prompt} tokens plus {max_tokens} to generate exceeds the "
                              f"context of {self.n_ctx}; fold the input into smaller pieces first")
-        if self._beam_width < beams:
-            self._close_beam_context()
-            self._beam_context = create_context(self.llm.model, self.llm.context_params, beams=beams)
-            self._beam_width = beams
-            self._apply_adapters(self._beam_context, self._active)
-        result = beam_search(self._beam_context, model, beams=beams, max_tokens=max_tokens,
+        self.reset_cache()  # the search uses every sequence; llama-cpp-python must not expect its tokens there
+        result = beam_search(self.llm.ctx, model, beams=beams, max_tokens=max_tokens,
                              stop=prompt.stop + stop, length_penalty=length_penalty)
         return Completion(result.text, n_prompt, len(result.candidates), result.finish,
                           time.perf_counter() - started)
 
-    def _close_beam_context(self) -> None:
-        if self._beam_context is not None:
-            llama_cpp.llama_free(self._beam_context)
-            self._beam_context = None
-            self._beam_width = 0
+    def _add_sequences(self, n_seq: int) -> None:
+        """Remake llama-cpp-python's one-sequence context with `n_seq` sequences sharing one cache.
+
+        Beam search keeps a hypothesis per sequence; everything else uses sequence 0, and the
+        parameters are otherwise the same, so are the logits (tests/test_lean_vocab.py). One
+        context rather than a second beside it: that one's cache and buffers cost 60 MB.
+        """
+        params = type(self.llm.context_params).from_buffer_copy(self.llm.context_params)
+        params.n_seq_max = n_seq
+        params.kv_unified = True  # sequences share cache cells, so copying one is only bookkeeping
+        self.llm._ctx.close()  # freed before the new one is made: one cache at a time
+        self.llm._ctx = llama_cpp._internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
+        self.llm.context_params = params
 
     def _create(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], temperature: float):
         lean_exact = isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact
@@ -255,8 +263,6 @@ class Engine:
         if scales == self._active:
             return
         self._apply_adapters(self.llm.ctx, scales)
-        if self._beam_context is not None:
-            self._apply_adapters(self._beam_context, scales)
         self._active = dict(scales)
         self.reset_cache()
 
@@ -292,7 +298,6 @@ class Engine:
             llama_cpp.llama_memory_clear(memory, True)
 
     def close(self) -> None:
-        self._close_beam_context()
         for name in list(self._adapters):
             self.unload_adapter(name)
         self.llm.close()
