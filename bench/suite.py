@@ -41,7 +41,7 @@ summary table; `--readme README.md` also puts the table into the README. report.
                 generation_ratio_vs_raw, generation_ratio_vs_roofline, roofline_tok_s, engine_peak_rss_mb}}}]
               (p50/p95/n each),
     stages: {ingest_s, prompt_eval_s, generation_s, validation_s, tts_first_audio_s, stt_s, vad_chunk_s}  (p50/p95/n),
-    memory_mb: {base, llm+adapter, stt, tts, vad, beam search (the context an announced summary adds), peak_rss},
+    memory_mb: {base, llm+adapter, stt, tts, vad, beam search (what an announced summary's beam search adds), peak_rss},
     voice: {first_spoken_word_s, readback_s}  (p50/p95/n),
     quality: {variant: {rouge_l, dialogues, source}},
     projection: {board, gen_tok_s, derivation} | null,
@@ -230,7 +230,7 @@ def _stages_worker(repeats: int) -> dict:
     memory["tts"] = process.memory_info().rss
     vad = SileroVad()
     memory["vad"] = process.memory_info().rss
-    # An announced summary is beam-searched in a context of its own, made on first use.
+    # An announced summary is beam-searched: what its first search adds counts too.
     chat = [json.dumps({"id": f"b{i}", "thread": "b", "sender": sender, "text": text,
                         "sent_at": "2026-11-20T15:00:00+01:00"})
             for i, (sender, text) in enumerate(line.split(": ", 1) for line in DIALOGUE.splitlines())]

@@ -85,7 +85,7 @@ def test_context_overflow_is_refused_with_a_clear_error(engine):
 
 def test_beam_search_is_deterministic_and_follows_adapter_swaps(engine, prompt, adapters):
     base = engine.complete(prompt, max_tokens=12, beams=3)
-    engine.set_adapters({"a": 1.0})  # after the beam context exists: it must take the adapter too
+    engine.set_adapters({"a": 1.0})  # between searches: the next one must see it
     with_a = engine.complete(prompt, max_tokens=12, beams=3)
     engine.set_adapters({})
     again = engine.complete(prompt, max_tokens=12, beams=3)
