@@ -34,7 +34,6 @@ class BeamResult:
     candidates: list[int]
     text: str
     finish: str  # "stop" (an end-of-turn token or a stop sequence) or "length"
-    steps: int  # batched decodes after the prompt
 
 
 class BeamModel(Protocol):
@@ -105,7 +104,6 @@ def beam_search(ctx, model: BeamModel, *, beams: int, max_tokens: int, stop: Seq
         rows = [-1]
         live = [_Hypothesis([], 0.0, 0)]
         finished: list[tuple[float, list[int], str, str]] = []
-        steps = 0
         for _ in range(max_tokens):
             scored = []
             for row, hyp in zip(rows, live):
@@ -146,14 +144,13 @@ def beam_search(ctx, model: BeamModel, *, beams: int, max_tokens: int, stop: Seq
             for seq in in_use:
                 llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
             model.feed(ctx, entries)
-            steps += 1
             live = next_live
             rows = list(range(len(live)))
         if not finished:  # out of tokens: the live hypotheses compete as they are
             finished = [(h.logprob / max(1, len(h.candidates)) ** length_penalty, h.candidates,
                          model.text(h.candidates), "length") for h in live]
         _, candidates, text, finish = max(finished, key=lambda f: f[0])
-        return BeamResult(candidates, text, finish, steps)
+        return BeamResult(candidates, text, finish)
     finally:
         llama_cpp.llama_memory_clear(memory, True)
 
