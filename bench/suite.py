@@ -218,6 +218,7 @@ def _stages_worker(repeats: int) -> dict:
     from tidings.device.voice.stt import WhisperStt
     from tidings.device.voice.tts import HibariTts
     from tidings.device.voice.vad import SileroVad
+    from tidings.models.training.data import dialogue_messages
 
     process = psutil.Process()
     memory = {"base": process.memory_info().rss}
@@ -231,10 +232,7 @@ def _stages_worker(repeats: int) -> dict:
     vad = SileroVad()
     memory["vad"] = process.memory_info().rss
     # An announced summary is beam-searched: what its first search adds counts too.
-    chat = [json.dumps({"id": f"b{i}", "thread": "b", "sender": sender, "text": text,
-                        "sent_at": "2026-11-20T15:00:00+01:00"})
-            for i, (sender, text) in enumerate(line.split(": ", 1) for line in DIALOGUE.splitlines())]
-    summarizer.summary_text(list(parse_lines(chat)))
+    summarizer.summary_text(list(dialogue_messages("bench", DIALOGUE)))
     memory["beam search"] = process.memory_info().rss
     engine = summarizer.engine
     feed = [json.dumps({"id": f"m{i}", "thread": f"t{i % 5}", "sender": "Ann", "text": line.split(": ", 1)[1],

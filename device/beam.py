@@ -21,6 +21,7 @@ also copy tokens of the prompt it lacks) is in device/vocab.py.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -70,14 +71,14 @@ class TokenModel:
         last = len(self.prompt) - 1
         for start in range(0, len(self.prompt), self.n_batch):
             chunk = self.prompt[start:start + self.n_batch]
-            _decode_tokens(ctx, [(t, start + i, 0, start + i == last) for i, t in enumerate(chunk)])
+            decode_batch(ctx, [(start + i, 0, start + i == last) for i in range(len(chunk))], tokens=chunk)
         return len(self.prompt)
 
     def logits(self, ctx, row: int) -> np.ndarray:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
 
     def feed(self, ctx, entries: list[tuple[int, int, int]]) -> None:
-        _decode_tokens(ctx, [(t, position, seq, True) for t, position, seq in entries])
+        decode_batch(ctx, [(position, seq, True) for _, position, seq in entries], tokens=[t for t, _, _ in entries])
 
     def is_end(self, candidate: int) -> bool:
         return llama_cpp.llama_vocab_is_eog(self.vocab, candidate)
@@ -114,21 +115,17 @@ def beam_search(ctx, model: BeamModel, *, beams: int, max_tokens: int, stop: Seq
             scored.sort(key=lambda c: -c[0])
             survivors: list[tuple[_Hypothesis, int, float]] = []
             for rank, (logprob, parent, candidate) in enumerate(scored):
-                length = len(parent.candidates) + 1
-                ends = model.is_end(candidate)
-                if rank >= beams and (ends or any(s in model.text(parent.candidates + [candidate]) for s in stop)):
-                    continue  # only the best `beams` candidates may finish (Hugging Face's rule)
-                if ends:
-                    finished.append((logprob / length ** length_penalty, parent.candidates,
-                                     model.text(parent.candidates), "stop"))
+                candidates = parent.candidates + [candidate]
+                if model.is_end(candidate):
+                    ending = (parent.candidates, model.text(parent.candidates))
                 else:
-                    candidates = parent.candidates + [candidate]
                     text = model.text(candidates)
                     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-                    if cut >= 0:
-                        finished.append((logprob / length ** length_penalty, candidates, text[:cut], "stop"))
-                    else:
-                        survivors.append((parent, candidate, logprob))
+                    ending = (candidates, text[:cut]) if cut >= 0 else None
+                if ending is None:
+                    survivors.append((parent, candidate, logprob))
+                elif rank < beams:  # only the best `beams` candidates may finish (Hugging Face's rule)
+                    finished.append((logprob / len(candidates) ** length_penalty, *ending, "stop"))
                 if len(survivors) == beams:
                     break
             if len(finished) >= beams or not survivors:
@@ -160,17 +157,24 @@ def _logsumexp(x: np.ndarray) -> float:
     return top + float(np.log(np.exp(x - top).sum()))
 
 
-def _decode_tokens(ctx, entries: list[tuple[int, int, int, bool]]) -> None:
-    batch = llama_cpp.llama_batch_init(len(entries), 0, 1)
+def decode_batch(ctx, entries: Sequence[tuple[int, int, bool]], *, tokens: Sequence[int] | None = None,
+                 embeddings: np.ndarray | None = None) -> None:
+    """One llama_decode of (position, sequence, wants logits) entries, read as token ids or as embedding rows."""
+    batch = llama_cpp.llama_batch_init(len(entries), 0 if embeddings is None else embeddings.shape[1], 1)
     try:
         batch.n_tokens = len(entries)
-        for i, (token, position, seq, logits) in enumerate(entries):
-            batch.token[i] = token
+        if embeddings is None:
+            for i, token in enumerate(tokens):
+                batch.token[i] = token
+        else:
+            vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+            ctypes.memmove(batch.embd, vectors.ctypes.data, vectors.nbytes)
+        for i, (position, seq, logits) in enumerate(entries):
             batch.pos[i] = position
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = seq
             batch.logits[i] = logits
         if llama_cpp.llama_decode(ctx, batch) != 0:
-            raise RuntimeError("llama.cpp could not evaluate a beam-search batch")
+            raise RuntimeError(f"llama.cpp could not evaluate a batch of {len(entries)} tokens")
     finally:
         llama_cpp.llama_batch_free(batch)

@@ -180,7 +180,7 @@ class Engine:
             raise ValueError(f"a beam search of {beams} needs [engine] max_beams >= {beams} "
                              f"(this engine has sequences for {self.max_beams})")
         started = time.perf_counter()
-        if isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact:
+        if self._lean_exact:
             model = self.tokenizer.beam_model(prompt)
             n_prompt = len(model.full_ids)
         else:
@@ -188,9 +188,7 @@ class Engine:
             model = TokenModel(self.llm.model, tokens, self.llm.n_batch,
                                detokenize=lambda ids: self.llm.detokenize(ids).decode("utf-8", errors="ignore"))
             n_prompt = len(tokens)
-        if n_prompt + max_tokens > self.n_ctx:
-            raise ValueError(f"prompt of {n_prompt} tokens plus {max_tokens} to generate exceeds the "
-                             f"context of {self.n_ctx}; fold the input into smaller pieces first")
+        self._check_fits(n_prompt, max_tokens)
         self.reset_cache()  # the search uses every sequence; llama-cpp-python must not expect its tokens there
         result = beam_search(self.llm.ctx, model, beams=beams, max_tokens=max_tokens,
                              stop=prompt.stop + stop, length_penalty=length_penalty)
@@ -211,15 +209,22 @@ class Engine:
         self.llm._ctx = llama_cpp._internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
         self.llm.context_params = params
 
-    def _create(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], temperature: float):
-        lean_exact = isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact
-        tokens = self.tokenizer.full_ids(prompt) if lean_exact else self.tokenizer.prepare(prompt)
-        if len(tokens) + max_tokens > self.n_ctx:
+    @property
+    def _lean_exact(self) -> bool:
+        """A lean model reading exact input: it generates through its own loop (device/vocab.py)."""
+        return isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact
+
+    def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt + max_tokens > self.n_ctx:
             raise ValueError(
-                f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds the "
+                f"prompt of {n_prompt} tokens plus {max_tokens} to generate exceeds the "
                 f"context of {self.n_ctx}; fold the input into smaller pieces first"
             )
-        if lean_exact:
+
+    def _create(self, prompt: Prompt, max_tokens: int, stop: tuple[str, ...], temperature: float):
+        tokens = self.tokenizer.full_ids(prompt) if self._lean_exact else self.tokenizer.prepare(prompt)
+        self._check_fits(len(tokens), max_tokens)
+        if self._lean_exact:
             return self.tokenizer.generate(prompt, max_tokens=max_tokens, stop=prompt.stop + stop,
                                            temperature=temperature, rng=self._rng)
         return self.llm.create_completion(
@@ -262,18 +267,15 @@ class Engine:
             raise AdapterError(f"adapter(s) not loaded: {', '.join(sorted(unknown))}")
         if scales == self._active:
             return
-        self._apply_adapters(self.llm.ctx, scales)
-        self._active = dict(scales)
-        self.reset_cache()
-
-    def _apply_adapters(self, ctx, scales: dict[str, float]) -> None:
         names = list(scales)
         handles = (llama_cpp.llama_adapter_lora_p_ctypes * len(names))(
             *(ctypes.cast(self._adapters[n].handle, llama_cpp.llama_adapter_lora_p_ctypes) for n in names)
         )
         values = (ctypes.c_float * len(names))(*(scales[n] for n in names))
-        if llama_cpp.llama_set_adapters_lora(ctx, handles, len(names), values) != 0:
+        if llama_cpp.llama_set_adapters_lora(self.llm.ctx, handles, len(names), values) != 0:
             raise AdapterError(f"llama.cpp could not activate adapters {names}")
+        self._active = dict(scales)
+        self.reset_cache()
 
     def unload_adapter(self, name: str) -> None:
         if name in self._active:

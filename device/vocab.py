@@ -13,7 +13,6 @@ reads, and its logits over the kept tokens are the full model's.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +22,7 @@ from typing import Protocol
 import gguf
 import llama_cpp
 import numpy as np
+from tidings.device.beam import decode_batch
 from tidings.device.prompts import Prompt
 from tidings.models.spm import SpmTokenizer
 
@@ -221,7 +221,7 @@ class LeanTokenizer:
                 yield _chunk(decoded[sent:safe], None)
                 sent = safe
             if choice < n_vocab:
-                _decode_token(self.lean.ctx, choice, len(self._evaluated))
+                decode_batch(self.lean.ctx, [(len(self._evaluated), 0, True)], tokens=[choice])
             else:
                 self._embeddings.decode([full_id], first_position=len(self._evaluated), n_batch=1)
             self._evaluated.append(full_id)
@@ -347,36 +347,8 @@ class _BaseEmbeddings:
 
     def decode_at(self, ctx, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """Evaluate (full id, position, sequence, wants logits) entries from their embeddings, in one batch."""
-        ids = np.asarray([e[0] for e in entries])
-        vectors = np.ascontiguousarray(self.output_rows(ids) * self.scale, dtype=np.float32)
-        batch = llama_cpp.llama_batch_init(len(entries), self.n_embd, 1)
-        try:
-            batch.n_tokens = len(entries)
-            ctypes.memmove(batch.embd, vectors.ctypes.data, vectors.nbytes)
-            for i, (_, position, seq, logits) in enumerate(entries):
-                batch.pos[i] = position
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = seq
-                batch.logits[i] = logits
-            if llama_cpp.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama.cpp could not evaluate the embeddings")
-        finally:
-            llama_cpp.llama_batch_free(batch)
-
-
-def _decode_token(ctx, token: int, position: int) -> None:
-    batch = llama_cpp.llama_batch_init(1, 0, 1)
-    try:
-        batch.n_tokens = 1
-        batch.token[0] = token
-        batch.pos[0] = position
-        batch.n_seq_id[0] = 1
-        batch.seq_id[0][0] = 0
-        batch.logits[0] = True
-        if llama_cpp.llama_decode(ctx, batch) != 0:
-            raise RuntimeError("llama.cpp could not evaluate the generated token")
-    finally:
-        llama_cpp.llama_batch_free(batch)
+        rows = self.output_rows(np.asarray([e[0] for e in entries])) * self.scale
+        decode_batch(ctx, [e[1:] for e in entries], embeddings=rows)
 
 
 def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator, top_k: int = 40) -> int:
