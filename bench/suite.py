@@ -14,6 +14,9 @@ One command for the engineer deciding whether Tidings fits their board. In one r
   each generation speed is also divided by the bandwidth roofline (read bandwidth
   at that thread count / bytes read per generated token, taken as the GGUF's size:
   every weight is read once per token, the tied 262k-row output matrix included);
+* decode profile per variant: one token's time split by what it reads (output
+  projection, FFN and attention weights, KV attention, other ops), and the GB/s
+  each group of weights streamed at, which shows where the roofline is lost;
 * stages of the whole agent (LLM, task adapter, STT, TTS and VAD loaded in one
   process): ingest, prompt evaluation, generation, validation, TTS to first
   audio, STT, VAD, each p50/p95 over repeats; the agent's peak RSS and the
@@ -41,6 +44,10 @@ summary table; `--readme README.md` also puts the table into the README. report.
                 generation_ratio_vs_raw, generation_ratio_vs_roofline, roofline_tok_s, engine_peak_rss_mb}}}]
               (p50/p95/n each),
     stages: {ingest_s, prompt_eval_s, generation_s, validation_s, tts_first_audio_s, stt_s, vad_chunk_s}  (p50/p95/n),
+    decode_profile: {variant: {threads, plain_ms_per_token, profiled_ms_per_token,
+                     groups {output projection | FFN weights | attention weights | attention over the KV cache |
+                             other ops: {ms_per_token, share, weight_mb_per_token, weight_gb_s, weight_types}}}}
+              (tidings.bench.decode_profile: why a variant is where it is against the roofline),
     memory_mb: {base, llm+adapter, stt, tts, vad, beam search (what an announced summary's beam search adds), peak_rss},
     voice: {first_spoken_word_s, readback_s}  (p50/p95/n),
     quality: {variant: {rouge_l, dialogues, source}},
@@ -71,6 +78,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from tidings.bench.decode_profile import GROUPS, summary_line
 from tidings.bench.engine_bench import DIALOGUE, cpu_model, peak_rss_mb, percentiles
 from tidings.device.config import Config
 from tidings.models.quantize import requantize
@@ -199,6 +207,18 @@ def measure_speed(models: dict[str, ModelFile], threads: list[int], rounds: int,
             per_threads[t] = entry
         variants.append({"name": name, "file_mb": size / 1e6, "threads": per_threads})
     return variants
+
+
+def measure_decode_profiles(models: dict[str, ModelFile], threads: int, profile: Profile) -> dict:
+    """Per variant: where one generated token's time goes (tidings.bench.decode_profile), in its own process."""
+    profiles = {}
+    for name, model in tqdm(models.items(), desc="decode profile", unit="model"):
+        out = subprocess.run(
+            [sys.executable, "-m", "tidings.bench.decode_profile", "--json", "--model", _model_argument(model),
+             "--threads", str(threads)],
+            check=True, capture_output=True, text=True, preexec_fn=_limit(profile)).stdout
+        profiles[name] = json.loads(out.strip().splitlines()[-1])
+    return profiles
 
 
 # -- stages and memory of the whole agent -----------------------------------------------------
@@ -386,6 +406,9 @@ def plot(report: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "tokens_per_thread.png"))
 
+    if report.get("decode_profile"):
+        paths.append(_plot_decode_profile(report, out))
+
     fig, ax = plt.subplots(figsize=(6, 3.2))
     left = 0.0
     for stage, value in report["stages"].items():
@@ -420,6 +443,28 @@ def plot(report: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _plot_decode_profile(report: dict, out: Path) -> Path:
+    """Per variant, one token's time split by what it reads, against the time the roofline allows."""
+    import matplotlib.pyplot as plt
+
+    profiles = report["decode_profile"]
+    sizes = {v["name"]: v["file_mb"] for v in report["variants"]}
+    names = list(profiles)
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(names) + 1.8))
+    left = np.zeros(len(names))
+    for group in GROUPS:
+        # scaled to the plain (unobserved) token, so a bar is as long as a real token takes
+        widths = np.array([p["groups"][group]["share"] * p["plain_ms_per_token"] for p in profiles.values()])
+        ax.barh(names, widths, left=left, label=group)
+        left += widths
+    roofline_ms = [sizes[name] / report["machine"]["bandwidth_gbs"] for name in names]  # MB / (GB/s) = ms
+    ax.scatter(roofline_ms, names, marker="|", s=400, color="black", zorder=3, label="bandwidth roofline")
+    ax.set_xlabel("ms per generated token")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.set_title("where a generated token's time goes (decode profile)", fontsize=9)
+    return _save(fig, out / "decode_profile.png")
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -448,6 +493,7 @@ def run(quick: bool, profile: Profile, out: Path) -> dict:
     report["machine"] |= {"read_bandwidth_gbs": read_bandwidth, "bandwidth_gbs": read_bandwidth[max(threads)]}
     report["variants"] = measure_speed(models, threads, rounds=1 if quick else 2, repeats=3 if quick else 5,
                                        bandwidth_gbs=read_bandwidth, profile=profile)
+    report["decode_profile"] = measure_decode_profiles(models, max(threads), profile)
     report |= measure_stages(repeats=3 if quick else 10, profile=profile)
     report["voice"] = measure_voice(arrivals=4 if quick else 20, dictations=2 if quick else 10, profile=profile)
     report["quality"] = measure_quality(models, None if quick else 100)
@@ -496,6 +542,10 @@ def results_markdown(report: dict, out: Path) -> str:
         ratio += f"; lean {lean_at['generation_ratio_vs_roofline']:.2f}"
     lines.append(f"| generation / bandwidth roofline ({roof}) | {ratio} | "
                  f"{_verdict(goals['generation_ratio_vs_roofline'])} |")
+    decode = report.get("decode_profile", {}).get(full["name"])
+    if decode:
+        lines.append(f"| where a full-model token's {decode['plain_ms_per_token']:.1f} ms go (decode profile) | "
+                     f"{summary_line(decode, machine['bandwidth_gbs'])} | |")
     if lean_at:
         lean_gen = lean_at["engine"]["gen_tok_s"]["p50"]
         lines.append(f"| lean 32k / full generation (engine) | {lean_gen:.1f} / {engine:.1f} tok/s = "
@@ -554,6 +604,8 @@ def print_summary(report: dict, out: Path) -> None:
             print(f"{v['name']:<15} {t:>7} {e['engine']['gen_tok_s']['p50']:12.1f} {e['raw']['gen_tok_s']['p50']:10.1f} "
                   f"{e['generation_ratio_vs_raw']:7.2f} {e['roofline_tok_s']:9.1f} "
                   f"{e['generation_ratio_vs_roofline']:8.2f}")
+    for name, decode in report.get("decode_profile", {}).items():
+        print(f"decode profile, {name}: {summary_line(decode, machine['bandwidth_gbs'])}")
     print("stage p50 / p95 (s): " + ", ".join(f"{k.removesuffix('_s')} {s['p50']:.3f}/{s['p95']:.3f}"
                                               for k, s in report["stages"].items()))
     print("memory (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in report["memory_mb"].items()))

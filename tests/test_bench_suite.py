@@ -10,12 +10,14 @@ from tidings.bench.suite import (
     LEAN_MODEL,
     PROFILES,
     headline,
+    measure_decode_profiles,
     measure_speed,
     measure_stages,
     percentiles,
     projection,
     read_bandwidth_gbs,
 )
+from tidings.bench.decode_profile import group_of, summary_line
 from tidings.device.config import Config
 from tidings.models.quantize import requantize
 from tidings.models.registry import ModelError, resolve_model
@@ -123,3 +125,38 @@ def test_the_results_table_reports_each_goal_with_its_verdict(tmp_path):
     assert "| 650 MB | ≤ 600: **not met** |" in table
     assert "| message arrival → first spoken word, p95 | n/a | ≤ 0.8: not measured |" in table
     assert "| 1.10 s | ≤ 1.2: met |" in table
+
+
+def test_the_decode_profile_charges_each_weight_matrix_to_its_group(embedded_model):
+    import gguf
+
+    lean = resolve_model(LEAN_MODEL, Config().model.cache_dir)
+    profiles = measure_decode_profiles({"Q4_K_M": embedded_model, LEAN_LABEL: lean}, 2, PROFILES["this-machine"])
+    full, trimmed = profiles["Q4_K_M"], profiles[LEAN_LABEL]
+    for profile in (full, trimmed):
+        assert sum(g["share"] for g in profile["groups"].values()) == pytest.approx(1.0)
+        assert profile["plain_ms_per_token"] > 0 and profile["profiled_ms_per_token"] > 0
+        assert "weight_gb_s" not in profile["groups"]["other ops"]  # reads no weight matrix
+    tensors = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(embedded_model.path).tensors}
+    groups = full["groups"]
+    # the tied embeddings are the output matrix, read whole once per token
+    assert groups["output projection"]["weight_mb_per_token"] == pytest.approx(tensors["token_embd.weight"] / 1e6)
+    assert groups["output projection"]["weight_types"] == ["q8_0"]
+    ffn = sum(n for name, n in tensors.items() if ".ffn_" in name and "norm" not in name)
+    assert groups["FFN weights"]["weight_mb_per_token"] == pytest.approx(ffn / 1e6, rel=0.01)
+    # the lean model keeps 32k of the 262k output rows and the same blocks
+    lean_output = trimmed["groups"]["output projection"]["weight_mb_per_token"]
+    assert lean_output == pytest.approx(groups["output projection"]["weight_mb_per_token"] * 32768 / 262144, rel=0.01)
+    assert trimmed["groups"]["FFN weights"]["weight_mb_per_token"] == pytest.approx(ffn / 1e6, rel=0.01)
+    assert trimmed["groups"]["output projection"]["ms_per_token"] < groups["output projection"]["ms_per_token"]
+    line = summary_line(full, bandwidth_gbs=20.0)
+    assert line.startswith("output projection ") and "(q8_0, " in line and "of read bandwidth" in line
+
+
+def test_graph_nodes_are_grouped_by_the_weight_they_multiply():
+    assert group_of("MUL_MAT", "token_embd.weight") == "output projection"
+    assert group_of("MUL_MAT", "output.weight") == "output projection"
+    assert group_of("MUL_MAT", "blk.3.ffn_down.weight") == "FFN weights"
+    assert group_of("MUL_MAT", "blk.0.attn_q.weight") == "attention weights"
+    assert group_of("MUL_MAT", None) == group_of("FLASH_ATTN_EXT", None) == "attention over the KV cache"
+    assert group_of("GET_ROWS", None) == group_of("RMS_NORM", None) == "other ops"
