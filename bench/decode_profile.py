@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="manifest name or GGUF path (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="decode threads (default: the cores available, %(default)s)")
     parser.add_argument("--tokens", type=int, default=24, help="generated tokens to time (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
     args = parser.parse_args(argv)
