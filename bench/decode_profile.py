@@ -68,6 +68,7 @@ def group_of(op: str, weight: str | None) -> str:
 def profile_decode(model_path: Path, threads: int, tokens: int = 24, context: int = 128) -> dict:
     """Decode `tokens` tokens after a `context`-token prompt, once plainly and once node by node."""
     import llama_cpp
+    from tidings.device.beam import decode_batch
 
     ggml = _ggml()
     spent: dict[str, float] = defaultdict(float)
@@ -112,20 +113,15 @@ def profile_decode(model_path: Path, threads: int, tokens: int = 24, context: in
         if observed:
             params.cb_eval = callback
         ctx = llama_cpp.llama_init_from_model(model, params)
-        batch = llama_cpp.llama_batch_init(context, 0, 1)
         try:
-            _fill(batch, prompt, 0)
-            llama_cpp.llama_decode(ctx, batch)
+            decode_batch(ctx, [(i, 0, i == context - 1) for i in range(context)], tokens=prompt)
             started = time.perf_counter()
             for step in range(tokens):
-                _fill(batch, [prompt[step]], context + step)
                 clock["on"], clock["last"] = observed, time.perf_counter()
-                if llama_cpp.llama_decode(ctx, batch) != 0:
-                    raise RuntimeError("llama_decode failed")
+                decode_batch(ctx, [(context + step, 0, True)], tokens=[prompt[step]])
                 clock["on"] = False
             return (time.perf_counter() - started) / tokens
         finally:
-            llama_cpp.llama_batch_free(batch)
             llama_cpp.llama_free(ctx)
 
     try:
@@ -145,14 +141,6 @@ def profile_decode(model_path: Path, threads: int, tokens: int = 24, context: in
         groups[group] = entry
     return {"threads": threads, "tokens": tokens, "context": context, "plain_ms_per_token": plain * 1e3,
             "profiled_ms_per_token": profiled * 1e3, "groups": groups}
-
-
-def _fill(batch, tokens: list[int], first_position: int) -> None:
-    batch.n_tokens = len(tokens)
-    for i, token in enumerate(tokens):
-        batch.token[i], batch.pos[i] = token, first_position + i
-        batch.n_seq_id[i], batch.seq_id[i][0] = 1, 0
-        batch.logits[i] = i == len(tokens) - 1
 
 
 def summary_line(profile: dict, bandwidth_gbs: float | None = None) -> str:
