@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tidings.bench.decode_profile import group_of, summary_line
 from tidings.bench.suite import (
     LEAN_LABEL,
     LEAN_MODEL,
@@ -17,7 +18,6 @@ from tidings.bench.suite import (
     projection,
     read_bandwidth_gbs,
 )
-from tidings.bench.decode_profile import group_of, summary_line
 from tidings.device.config import Config
 from tidings.models.quantize import requantize
 from tidings.models.registry import ModelError, resolve_model
