@@ -15,8 +15,8 @@ more (device/engine.py).
 
 The search itself knows nothing of vocabularies: a `BeamModel` evaluates the
 prompt, gives each step's logits over its candidates and feeds chosen ones
-back. `TokenModel` is a full-vocabulary model's; a lean model's (which can
-also copy tokens of the prompt it lacks) is in device/vocab.py.
+back. `TokenModel` is a full-vocabulary model's; a lean model's, which can also
+copy tokens of the prompt it lacks, is `LeanCandidates` in device/vocab.py.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class TokenModel:
         return len(self.prompt)
 
     def logits(self, ctx, row: int) -> np.ndarray:
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
+        return logits_at(ctx, row, self.n_vocab)
 
     def feed(self, ctx, entries: list[tuple[int, int, int]]) -> None:
         decode_batch(ctx, [(position, seq, True) for _, position, seq in entries], tokens=[t for t, _, _ in entries])
@@ -155,6 +155,11 @@ def beam_search(ctx, model: BeamModel, *, beams: int, max_tokens: int, stop: Seq
 def _logsumexp(x: np.ndarray) -> float:
     top = float(x.max())
     return top + float(np.log(np.exp(x - top).sum()))
+
+
+def logits_at(ctx, row: int, n_vocab: int) -> np.ndarray:
+    """The logits llama.cpp computed for batch entry `row` (-1: the last), as a view of its buffer."""
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,))
 
 
 def decode_batch(ctx, entries: Sequence[tuple[int, int, bool]], *, tokens: Sequence[int] | None = None,

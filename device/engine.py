@@ -29,7 +29,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-from tidings.device.beam import TokenModel, beam_search
+from tidings.device.beam import TokenModel, beam_search, logits_at
 from tidings.device.config import EngineConfig
 from tidings.device.memory import release_free_memory
 from tidings.device.prompts import FORMATS, Prompt, PromptFormat
@@ -128,8 +128,7 @@ class Engine:
         """
         self.reset_cache()
         self.llm.eval(tokens)
-        logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(logits, shape=(self.llm.n_vocab(),)).astype(np.float64)
+        return logits_at(self.llm.ctx, -1, self.llm.n_vocab()).astype(np.float64)
 
     # -- generation ---------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Protocol
 import gguf
 import llama_cpp
 import numpy as np
-from tidings.device.beam import decode_batch
+from tidings.device.beam import decode_batch, logits_at
 from tidings.device.prompts import Prompt
 from tidings.models.spm import SpmTokenizer
 
@@ -192,19 +192,14 @@ class LeanTokenizer:
         model's, the output layer being the input embedding, and it is read
         back from its embedding like every other token.
         """
-        full_ids = self._prefill(prompt)
-        copyable, copy_logits = self._copyable(prompt, full_ids)
-        n_vocab = self.lean.n_vocab()
+        candidates = LeanCandidates(self, prompt, self._prefill(prompt))
         text = b""
         sent = 0
         finish = "length"
         for _ in range(max_tokens):
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.lean.ctx, -1), shape=(n_vocab,))
-            if len(copyable):
-                logits = np.concatenate([logits, copy_logits(logits)])
-            choice = _pick(logits, temperature, rng)
-            full_id = int(self.kept_ids[choice]) if choice < n_vocab else int(copyable[choice - n_vocab])
-            if choice < n_vocab and llama_cpp.llama_vocab_is_eog(self._lean_vocab, choice):
+            choice = _pick(candidates.logits(self.lean.ctx, -1), temperature, rng)
+            full_id = candidates.full_id(choice)
+            if candidates.is_end(choice):
                 finish = "stop"
                 break
             text += self.full.piece(full_id, special=False)
@@ -220,7 +215,7 @@ class LeanTokenizer:
             if safe > sent:
                 yield _chunk(decoded[sent:safe], None)
                 sent = safe
-            if choice < n_vocab:
+            if choice < candidates.n_vocab:
                 decode_batch(self.lean.ctx, [(len(self._evaluated), 0, True)], tokens=[choice])
             else:
                 self._embeddings.decode([full_id], first_position=len(self._evaluated), n_batch=1)
@@ -241,27 +236,30 @@ class LeanTokenizer:
         copyable = np.array(sorted(t for t in said if self.to_lean[t] < 0), dtype=np.int64)
         return copyable, self._embeddings.logit_map(copyable)
 
-    def beam_model(self, prompt: Prompt) -> LeanBeamModel:
+    def beam_model(self, prompt: Prompt) -> LeanCandidates:
         """This prompt's side of a beam search (device/beam.py), over kept and copyable tokens."""
         if self._embeddings is None:
             raise ValueError("a lean model with spelled input beam-searches over its own token ids")
-        return LeanBeamModel(self, prompt)
+        return LeanCandidates(self, prompt, tokenize_prompt(self.full, prompt))
 
     def forget(self) -> None:
         """The lean context was cleared: nothing of ours is in it any more."""
         self._evaluated = []
 
 
-class LeanBeamModel:
-    """A lean model in a beam search: candidates are its kept tokens, then the prompt's copyable
-    ones, all fed back from their embedding rows like the prompt (one batch may not mix ids and
-    embeddings)."""
+class LeanCandidates:
+    """What a lean model may emit after one prompt: its kept tokens, then the prompt's copyable ones.
 
-    def __init__(self, tokenizer: LeanTokenizer, prompt: Prompt) -> None:
+    The generation loop picks among them; as a `BeamModel` (device/beam.py) they are the lean
+    model's side of a beam search, fed back from their embedding rows like the prompt (one batch
+    may not mix ids and embeddings).
+    """
+
+    def __init__(self, tokenizer: LeanTokenizer, prompt: Prompt, full_ids: list[int]) -> None:
         self.tokenizer = tokenizer
         self.embeddings = tokenizer._embeddings
-        self.full_ids = tokenize_prompt(tokenizer.full, prompt)
-        self.copyable, self.copy_logits = tokenizer._copyable(prompt, self.full_ids)
+        self.full_ids = full_ids
+        self.copyable, self.copy_logits = tokenizer._copyable(prompt, full_ids)
         self.n_vocab = tokenizer.lean.n_vocab()
 
     def prefill(self, ctx) -> int:
@@ -269,7 +267,7 @@ class LeanBeamModel:
         return len(self.full_ids)
 
     def logits(self, ctx, row: int) -> np.ndarray:
-        lean = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
+        lean = logits_at(ctx, row, self.n_vocab)
         return np.concatenate([lean, self.copy_logits(lean)]) if len(self.copyable) else lean
 
     def full_id(self, candidate: int) -> int:
