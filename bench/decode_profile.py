@@ -68,7 +68,7 @@ def group_of(op: str, weight: str | None) -> str:
 def profile_decode(model_path: Path, threads: int, tokens: int = 24, context: int = 128) -> dict:
     """Decode `tokens` tokens after a `context`-token prompt, once plainly and once node by node."""
     import llama_cpp
-    from tidings.device.beam import decode_batch
+    from tidings.device.llm.beam import decode_batch
 
     ggml = _ggml()
     spent: dict[str, float] = defaultdict(float)

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tidings.device.config import Config, EngineConfig
-from tidings.device.prompts import FORMATS, summary_prompt
+from tidings.device.llm.prompts import FORMATS, summary_prompt
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
 from tqdm import tqdm
 
@@ -60,7 +60,7 @@ def _measure(variant: str, model_name: str, threads: int, n_ctx: int, repeats: i
     prompt = summary_prompt(FORMATS[model.spec.prompt_format if model.spec else "gemma"], DIALOGUE)
     started = time.perf_counter()
     if variant == "engine":
-        from tidings.device.engine import Engine
+        from tidings.device.llm.engine import Engine
 
         engine = Engine(model, EngineConfig(n_ctx=n_ctx, n_threads=threads))
         llm = engine.llm

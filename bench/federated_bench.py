@@ -421,9 +421,9 @@ def evaluate(registries: dict[str, str | None], limit: int, threads: int, work: 
     from rouge_score import rouge_scorer
     from tidings.bench.summary_eval import score
     from tidings.device.config import Config, EngineConfig, SummarizerConfig
-    from tidings.device.engine import Engine
-    from tidings.device.grounding import check_grounding
-    from tidings.device.summarizer import Summarizer
+    from tidings.device.llm.engine import Engine
+    from tidings.device.summary.grounding import check_grounding
+    from tidings.device.summary.summarizer import Summarizer
     from tidings.federated.device_sync import AdapterStack, fetch_newest
     from tidings.federated.task import TASK_ADAPTER
     from tidings.models.registry import DEFAULT_MODEL, resolve_adapter, resolve_model

@@ -99,8 +99,8 @@ def _worker(model_name: str, threads: int) -> dict:
     """In its own process: summarize a few dialogues and decode JSON under a grammar; speeds and peak RSS."""
     import llama_cpp
     from tidings.device.config import EngineConfig
-    from tidings.device.engine import Engine
-    from tidings.device.prompts import render_dialogue, summary_prompt, user_turn
+    from tidings.device.llm.engine import Engine
+    from tidings.device.llm.prompts import render_dialogue, summary_prompt, user_turn
     from tidings.models.training.data import DATA_DIR, load_samsum
 
     config = Config()

@@ -231,9 +231,9 @@ def _stages_worker(repeats: int) -> dict:
     import llama_cpp
     from tidings.bench.speech_corpus import utterance
     from tidings.device.agent import open_summarizer
-    from tidings.device.grounding import check_grounding
+    from tidings.device.summary.grounding import check_grounding
     from tidings.device.messages import parse_lines
-    from tidings.device.prompts import summary_prompt
+    from tidings.device.llm.prompts import summary_prompt
     from tidings.device.store import Store
     from tidings.device.voice.stt import WhisperStt
     from tidings.device.voice.tts import HibariTts

@@ -27,11 +27,11 @@ from pathlib import Path
 
 from rouge_score import rouge_scorer
 from tidings.device.config import Config, EngineConfig, SummarizerConfig
-from tidings.device.engine import Engine
-from tidings.device.extractive import extractive_summary
-from tidings.device.grounding import check_grounding
-from tidings.device.prompts import render_dialogue, summary_prompt
-from tidings.device.summarizer import Summarizer
+from tidings.device.llm.engine import Engine
+from tidings.device.summary.extractive import extractive_summary
+from tidings.device.summary.grounding import check_grounding
+from tidings.device.llm.prompts import render_dialogue, summary_prompt
+from tidings.device.summary.summarizer import Summarizer
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
 from tidings.models.training.data import DATA_DIR, load_samsum
 from tqdm import tqdm

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 
 from tidings.device.config import Config
-from tidings.device.engine import Engine
+from tidings.device.llm.engine import Engine
 from tidings.device.store import Store
-from tidings.device.summarizer import Summarizer, ThreadSummary
+from tidings.device.summary.summarizer import Summarizer, ThreadSummary
 from tidings.device.voice.audio import AudioSink, AudioSource
 from tidings.device.voice.compose import ReplyComposer
 from tidings.device.voice.loop import Mark, VoiceLoop

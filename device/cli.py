@@ -14,10 +14,10 @@ from tidings.bench.suite import add_arguments as add_bench_arguments
 from tidings.bench.suite import run_from_args
 from tidings.device.agent import announce_unread, open_summarizer, open_voice_loop
 from tidings.device.config import Config, ConfigError, load_config, with_overrides
-from tidings.device.engine import AdapterError
+from tidings.device.llm.engine import AdapterError
 from tidings.device.ingest import IngestServer, ingest_file, report_json
 from tidings.device.store import IngestReport, Store
-from tidings.device.summarizer import ThreadSummary
+from tidings.device.summary.summarizer import ThreadSummary
 from tidings.device.voice.audio import (
     AudioDeviceError,
     MicrophoneSource,

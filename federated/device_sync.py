@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tidings.device.engine import Engine
+from tidings.device.llm.engine import Engine
 from tidings.federated.adapter import AdapterSpec, Arrays, export_gguf, load_arrays, save_arrays
 from tidings.models.registry import sha256_file
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tidings.device.prompts import FORMATS
+from tidings.device.llm.prompts import FORMATS
 from tidings.models.training.data import Dialogue, Example, build_examples, split_holdout, training_dialogues
 
 GEMMA = FORMATS["gemma"]

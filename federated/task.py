@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tidings.device.config import Config
-from tidings.device.prompts import FORMATS
+from tidings.device.llm.prompts import FORMATS
 from tidings.federated.adapter import AdapterLayout, AdapterSpec, Arrays
 from tidings.models.registry import DEFAULT_MODEL, ModelFile, load_adapter_manifest, resolve_model
 from tidings.models.training.data import Example
@@ -174,7 +174,7 @@ def _stopped_early(state, config: LocalTraining, tokenized) -> bool:
 
 def store_examples(store_path: Path, limit: int) -> list[Example]:
     """The wearer's accepted and edited summaries and replies, as prompts built exactly as on the device."""
-    from tidings.device.prompts import render_dialogue, reply_prompt, summary_prompt
+    from tidings.device.llm.prompts import render_dialogue, reply_prompt, summary_prompt
     from tidings.device.store import Store
 
     with Store(store_path) as store:

@@ -20,7 +20,7 @@ Each kept token brings the intermediate pieces llama.cpp's merge loop builds
 on the way to it (`spm.merge_path`), or it could never be produced.
 
 The engine still tokenizes with the full vocabulary and maps the ids
-(`tidings.device.vocab`), so a lean model reads exactly the input the full
+(`tidings.device.llm.vocab`), so a lean model reads exactly the input the full
 model reads wherever the text's tokens were kept.
 
     tidings models trim --keep 32768
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from tidings.device.vocab import FIXED_IDS
+from tidings.device.llm.vocab import FIXED_IDS
 from tidings.models.registry import (
     MANIFEST,
     ModelError,
@@ -194,7 +194,7 @@ def write_lean_gguf(reader: gguf.GGUFReader, kept: np.ndarray, target: Path, not
 
 def corpus_token_ids(base_path: Path) -> tuple[list[list[int]], list[list[int]]]:
     """Full-vocabulary ids of the training texts (train part, held-out part), prompts as the device builds them."""
-    from tidings.device.prompts import DICTATION_TASK, FORMATS, ROLLING_TASK
+    from tidings.device.llm.prompts import DICTATION_TASK, FORMATS, ROLLING_TASK
     from tidings.models.training.data import (
         build_examples,
         split_holdout,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tidings.device.config import Config, EngineConfig
-from tidings.device.engine import Engine
+from tidings.device.llm.engine import Engine
 from tidings.models.lora_gguf import write_lora_gguf
 from tidings.models.registry import DEFAULT_MODEL, ModelFile, resolve_model
 

@@ -108,7 +108,7 @@ def test_with_the_shipped_adapter_summaries_come_from_the_model_and_stay_grounde
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 5
     assert sum(r["source"] == "model" for r in records) >= 3
-    from tidings.device.grounding import check_grounding
+    from tidings.device.summary.grounding import check_grounding
     from tidings.device.messages import parse_lines
 
     messages = [m for m in parse_lines(DEMO.read_text().splitlines())]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import random_lora
-from tidings.device.engine import AdapterError, Engine
-from tidings.device.prompts import user_turn
+from tidings.device.llm.engine import AdapterError, Engine
+from tidings.device.llm.prompts import user_turn
 
 pytestmark = pytest.mark.model
 

@@ -14,8 +14,8 @@ try:
 except ImportError:  # the property test below is skipped; everything else still runs
     given = settings = st = None
 
-from tidings.device.extractive import extractive_summary
-from tidings.device.grounding import check_grounding
+from tidings.device.summary.extractive import extractive_summary
+from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

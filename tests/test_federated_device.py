@@ -19,7 +19,7 @@ from tidings.federated.device_sync import AdapterStack, IntegrityError, fetch_ne
 from tidings.federated.personal import personalize  # noqa: E402
 from tidings.federated.task import layout_for  # noqa: E402
 from tidings.models.registry import resolve_adapter  # noqa: E402
-from tidings.device.prompts import user_turn  # noqa: E402
+from tidings.device.llm.prompts import user_turn  # noqa: E402
 from tidings.server.registry import AdapterRegistry, arrays_equal  # noqa: E402
 
 pytestmark = pytest.mark.model

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings.device.grounding import GroundingReport, check_grounding
+from tidings.device.summary.grounding import GroundingReport, check_grounding
 from tidings.device.messages import Message
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from tidings.device.agent import TASK_ADAPTER, open_summarizer
 from tidings.device.config import Config, EngineConfig, with_overrides
-from tidings.device.engine import Engine
-from tidings.device.prompts import FORMATS, render_dialogue, summary_prompt
-from tidings.device.vocab import FIXED_IDS
+from tidings.device.llm.engine import Engine
+from tidings.device.llm.prompts import FORMATS, render_dialogue, summary_prompt
+from tidings.device.llm.vocab import FIXED_IDS
 from tidings.models.registry import (
     ModelError,
     ensure_lean_model,

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tidings.device.config import SummarizerConfig
-from tidings.device.engine import Engine
-from tidings.device.grounding import check_grounding
+from tidings.device.llm.engine import Engine
+from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
-from tidings.device.summarizer import Summarizer
+from tidings.device.summary.summarizer import Summarizer
 
 pytestmark = pytest.mark.model
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)

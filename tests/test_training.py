@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs the `train` extra")
 
 from tidings.device.config import Config, EngineConfig  # noqa: E402
-from tidings.device.engine import Engine  # noqa: E402
-from tidings.device.prompts import FORMATS, render_dialogue, summary_prompt  # noqa: E402
+from tidings.device.llm.engine import Engine  # noqa: E402
+from tidings.device.llm.prompts import FORMATS, render_dialogue, summary_prompt  # noqa: E402
 from tidings.models.training.data import (  # noqa: E402
     DATA_DIR, build_examples, dialogue_messages, reply_example, split_holdout, summary_example, training_dialogues,
 )

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tidings.device.messages import Message
-from tidings.device.triage import Triage, fallback_suggestions, triage
+from tidings.device.summary.triage import Triage, fallback_suggestions, triage
 
 START = datetime(2024, 5, 16, 9, 0, tzinfo=timezone.utc)
 

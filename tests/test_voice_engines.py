@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rapidfuzz.distance import Levenshtein
 from tidings.device.config import VoiceConfig
-from tidings.device.sentences import sentences
+from tidings.device.summary.sentences import sentences
 from tidings.device.voice.audio import (
     CHUNK,
     SAMPLE_RATE,

@@ -22,7 +22,7 @@ from tidings.device.agent import TASK_ADAPTER
 from tidings.device.config import Config, SummarizerConfig
 from tidings.device.messages import parse_lines
 from tidings.device.store import Store
-from tidings.device.summarizer import Summarizer
+from tidings.device.summary.summarizer import Summarizer
 from tidings.device.voice.audio import (
     MemorySink,
     MemorySource,

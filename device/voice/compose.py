@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
-from tidings.device.engine import Engine
-from tidings.device.grounding import check_grounding
+from tidings.device.llm.engine import Engine
+from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
-from tidings.device.prompts import DICTATION_TASK, dictation_prompt
+from tidings.device.llm.prompts import DICTATION_TASK, dictation_prompt
 
 _FILLER = re.compile(r"(?<![\w'])(?:u+h+m*|u+m+|e+r+m*|a+h+|h+m+|you know|i mean)(?![\w'])[,.]?\s*", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9']+")

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tidings.device.messages import Message
-from tidings.device.sentences import sentences
+from tidings.device.summary.sentences import sentences
 from tidings.device.store import Store
-from tidings.device.summarizer import Summarizer
+from tidings.device.summary.summarizer import Summarizer
 from tidings.device.tools import ToolError, send_reply
 from tidings.device.voice.audio import AudioSink, AudioSource
 from tidings.device.voice.commands import COMMAND_WORDS

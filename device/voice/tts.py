@@ -1,7 +1,7 @@
 """Text to speech: hibari (natural, bundled voice) or espeak-ng (robotic, tiny).
 
     tts = open_tts(config.voice)
-    for sentence in sentences(engine_pieces):     # tidings.device.sentences: speak while the rest generates
+    for sentence in sentences(engine_pieces):     # tidings.device.summary.sentences: speak while the rest generates
         speech = tts.synthesize(sentence)
         sink.play(speech.audio, speech.sample_rate)
 """

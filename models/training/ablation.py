@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tidings.device.config import Config
-from tidings.device.prompts import FORMATS
+from tidings.device.llm.prompts import FORMATS
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
 from tidings.models.training.data import build_examples, split_holdout, training_dialogues
 from tidings.models.training.export import export_peft_model

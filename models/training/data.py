@@ -6,7 +6,7 @@ held-out slice for validation; `samsum_test.json` is only ever read by the
 benchmark for the reported number.
 
 Every dialogue becomes `Message`s and goes through the same prompt builder the
-device uses (`tidings.device.prompts`), so training sees exactly the prompts
+device uses (`tidings.device.llm.prompts`), so training sees exactly the prompts
 that inference will.
 """
 
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tidings.device.messages import Message
-from tidings.device.prompts import Prompt, PromptFormat, render_dialogue, reply_prompt, summary_prompt
+from tidings.device.llm.prompts import Prompt, PromptFormat, render_dialogue, reply_prompt, summary_prompt
 
 # The repository's sibling `shared/data`, unless $TIDINGS_DATA_DIR says otherwise.
 DATA_DIR = Path(os.environ.get("TIDINGS_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))

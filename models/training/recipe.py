@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from tidings.device.config import Config, EngineConfig
-from tidings.device.engine import Engine
-from tidings.device.prompts import FORMATS
+from tidings.device.llm.engine import Engine
+from tidings.device.llm.prompts import FORMATS
 from tidings.models.registry import DEFAULT_MODEL, resolve_model, sha256_file
 from tidings.models.training.data import DATA_DIR, build_examples, split_holdout, training_dialogues
 from tidings.models.training.export import export_peft_model

@@ -28,7 +28,7 @@ import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm import tqdm
 
-from tidings.device.vocab import ModelTokenizer, tokenize_prompt
+from tidings.device.llm.vocab import ModelTokenizer, tokenize_prompt
 from tidings.models.training.data import Example
 
 log = logging.getLogger("tidings")

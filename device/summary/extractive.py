@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from tidings.device.grounding import check_grounding
+from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
 
 # Possessive quantifiers: long whitespace runs must not cost quadratic backtracking.

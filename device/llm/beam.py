@@ -11,12 +11,12 @@ a unified cache, no recomputation), so every step is one batched decode of
 
 The engine's context has the sequences for it (`[engine] max_beams`):
 llama-cpp-python makes a one-sequence context, which the engine remakes with
-more (device/engine.py).
+more (device/llm/engine.py).
 
 The search itself knows nothing of vocabularies: a `BeamModel` evaluates the
 prompt, gives each step's logits over its candidates and feeds chosen ones
 back. `TokenModel` is a full-vocabulary model's; a lean model's, which can also
-copy tokens of the prompt it lacks, is `LeanCandidates` in device/vocab.py.
+copy tokens of the prompt it lacks, is `LeanCandidates` in device/llm/vocab.py.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from typing import Protocol
 import gguf
 import llama_cpp
 import numpy as np
-from tidings.device.beam import decode_batch, logits_at
-from tidings.device.prompts import Prompt
+from tidings.device.llm.beam import decode_batch, logits_at
+from tidings.device.llm.prompts import Prompt
 from tidings.models.spm import SpmTokenizer
 
 FIXED_IDS = 494  # a lean model keeps the base's ids 0-493 (control, turn markers, bytes) verbatim
@@ -237,7 +237,7 @@ class LeanTokenizer:
         return copyable, self._embeddings.logit_map(copyable)
 
     def beam_model(self, prompt: Prompt) -> LeanCandidates:
-        """This prompt's side of a beam search (device/beam.py), over kept and copyable tokens."""
+        """This prompt's side of a beam search (device/llm/beam.py), over kept and copyable tokens."""
         if self._embeddings is None:
             raise ValueError("a lean model with spelled input beam-searches over its own token ids")
         return LeanCandidates(self, prompt, tokenize_prompt(self.full, prompt))
@@ -250,7 +250,7 @@ class LeanTokenizer:
 class LeanCandidates:
     """What a lean model may emit after one prompt: its kept tokens, then the prompt's copyable ones.
 
-    The generation loop picks among them; as a `BeamModel` (device/beam.py) they are the lean
+    The generation loop picks among them; as a `BeamModel` (device/llm/beam.py) they are the lean
     model's side of a beam search, fed back from their embedding rows like the prompt (one batch
     may not mix ids and embeddings).
     """

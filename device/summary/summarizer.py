@@ -19,19 +19,19 @@ from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from tidings.device.config import SummarizerConfig
-from tidings.device.engine import Engine
-from tidings.device.extractive import extractive_summary
-from tidings.device.grounding import check_grounding
+from tidings.device.llm.engine import Engine
+from tidings.device.summary.extractive import extractive_summary
+from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
-from tidings.device.prompts import (
+from tidings.device.llm.prompts import (
     REPLY_TASK,
     SUMMARY_TASK,
     render_dialogue,
     reply_prompt,
     summary_prompt,
 )
-from tidings.device.sentences import sentences
-from tidings.device.triage import Triage, fallback_suggestions, triage
+from tidings.device.summary.sentences import sentences
+from tidings.device.summary.triage import Triage, fallback_suggestions, triage
 
 Source = Literal["model", "extractive"]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -14,7 +14,7 @@ reuse possible (a summary's retry and its reply suggestions share the thread's
 dialogue as a prefix).
 
 A lean-vocabulary model (models/trim.py) is used like any other: the engine
-reads its input with the full model's tokenizer (device/vocab.py), so
+reads its input with the full model's tokenizer (device/llm/vocab.py), so
 adapters trained on the full model apply unchanged.
 """
 
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-from tidings.device.beam import TokenModel, beam_search, logits_at
+from tidings.device.llm.beam import TokenModel, beam_search, logits_at
 from tidings.device.config import EngineConfig
 from tidings.device.memory import release_free_memory
-from tidings.device.prompts import FORMATS, Prompt, PromptFormat
-from tidings.device.vocab import LeanTokenizer, ModelTokenizer
+from tidings.device.llm.prompts import FORMATS, Prompt, PromptFormat
+from tidings.device.llm.vocab import LeanTokenizer, ModelTokenizer
 from tidings.models.registry import ModelFile
 from tidings.models.spm import SpmTokenizer
 
@@ -174,7 +174,7 @@ class Engine:
 
     def beam_search(self, prompt: Prompt, *, beams: int, max_tokens: int = 128, stop: tuple[str, ...] = (),
                     length_penalty: float = 1.0) -> Completion:
-        """The best of `beams` hypotheses (device/beam.py); one beam is greedy decoding."""
+        """The best of `beams` hypotheses (device/llm/beam.py); one beam is greedy decoding."""
         if beams > self.max_beams:
             raise ValueError(f"a beam search of {beams} needs [engine] max_beams >= {beams} "
                              f"(this engine has sequences for {self.max_beams})")
@@ -210,7 +210,7 @@ class Engine:
 
     @property
     def _lean_exact(self) -> bool:
-        """A lean model reading exact input: it generates through its own loop (device/vocab.py)."""
+        """A lean model reading exact input: it generates through its own loop (device/llm/vocab.py)."""
         return isinstance(self.tokenizer, LeanTokenizer) and self.tokenizer.exact
 
     def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
