@@ -28,7 +28,7 @@ from pathlib import Path
 from rouge_score import rouge_scorer
 from tidings.device.config import Config, EngineConfig, SummarizerConfig
 from tidings.device.llm.engine import Engine
-from tidings.device.summary.extractive import extractive_summary
+from tidings.device.summary.fallback import fallback_summary
 from tidings.device.summary.grounding import check_grounding
 from tidings.device.llm.prompts import render_dialogue, summary_prompt
 from tidings.device.summary.summarizer import Summarizer
@@ -72,7 +72,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
         for variant in variants:
             started = time.perf_counter()
             if variant == "extractive":
-                text = extractive_summary(messages, summarizer.config.extractive_max_words)
+                text = fallback_summary(messages, summarizer.config.fallback_max_words)
             elif variant == "base":
                 engine.set_adapters({})
                 text = engine.complete(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",)).text

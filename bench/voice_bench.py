@@ -98,7 +98,9 @@ from tidings.bench.speech_corpus import (
 )
 from tidings.device.config import Config
 from tidings.device.messages import Message
+
 from tidings.device.store import Store
+from tidings.device.summary.wearer import Wearer
 from tidings.device.voice.audio import SAMPLE_RATE, MemorySink, MemorySource
 from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command
 from tidings.device.voice.compose import ReplyComposer
@@ -488,7 +490,7 @@ def make_loop(store: Store, summarizer, tts: Tts, stt: WhisperStt, audio: np.nda
     loop = VoiceLoop(store=store, summarizer=summarizer, composer=composer, tts=timed_tts, stt=timed_stt,
                      endpointer=Endpointer(SileroVad(), threshold=config.voice.vad_threshold,
                                            hangover_ms=config.voice.vad_hangover_ms),
-                     source=source, sink=sink, wearer=config.summarizer.wearer)
+                     source=source, sink=sink, wearer=Wearer.from_config(config.wearer))
     return LoopRig(loop, source, sink, timed_tts, timed_stt, composer)
 
 

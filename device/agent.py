@@ -15,6 +15,7 @@ from tidings.device.config import Config
 from tidings.device.llm.engine import Engine
 from tidings.device.store import Store
 from tidings.device.summary.summarizer import Summarizer, ThreadSummary
+from tidings.device.summary.wearer import Wearer
 from tidings.device.voice.audio import AudioSink, AudioSource
 from tidings.device.voice.compose import ReplyComposer
 from tidings.device.voice.loop import Mark, VoiceLoop
@@ -41,7 +42,7 @@ def open_engine(config: Config) -> Engine:
 
 
 def open_summarizer(config: Config, *, use_adapter: bool = True) -> Summarizer:
-    """A summarizer on the model path when the model can summarize, else extractive only.
+    """A summarizer on the model path when the model can summarize, else verbatim and fallback only.
 
     The embedded Gemma 3 270M is a base model: without its task adapter it
     echoes prompts, so it is not loaded at all unless an adapter is configured
@@ -57,15 +58,15 @@ def open_summarizer(config: Config, *, use_adapter: bool = True) -> Summarizer:
         adapter = ""
     spec = load_manifest().get(base)
     if use_adapter and not adapter and not (spec and spec.instruction_tuned):
-        log.warning("no task adapter for %s, a base model: summaries are extractive "
+        log.warning("no task adapter for %s, a base model: summaries are read verbatim or from the key messages "
                     "(set [model] task_adapter to use the model)", config.model.name)
-        return Summarizer(config.summarizer)
+        return Summarizer(config.summarizer, wearer=Wearer.from_config(config.wearer))
     engine = open_engine(config)
     if adapter:
         engine.load_adapter(resolve_adapter(adapter, engine.model), name=TASK_ADAPTER)
         engine.set_adapters({TASK_ADAPTER: config.model.task_adapter_scale})
         log.info("task adapter %s active at scale %.2f", adapter, config.model.task_adapter_scale)
-    return Summarizer(config.summarizer, engine)
+    return Summarizer(config.summarizer, engine, Wearer.from_config(config.wearer))
 
 
 def announce_unread(store: Store, summarizer: Summarizer, announce: Callable[[ThreadSummary], None]) -> int:
@@ -87,6 +88,6 @@ def open_voice_loop(config: Config, store: Store, summarizer: Summarizer, source
         store=store, summarizer=summarizer, composer=ReplyComposer(summarizer.engine),
         tts=open_tts(voice), stt=WhisperStt(threads=voice.stt_threads),
         endpointer=Endpointer(SileroVad(), threshold=voice.vad_threshold, hangover_ms=voice.vad_hangover_ms),
-        source=source, sink=sink, wearer=config.summarizer.wearer, on_mark=on_mark,
+        source=source, sink=sink, wearer=Wearer.from_config(config.wearer), on_mark=on_mark,
         keep_examples=config.federation.keep_examples,
     )

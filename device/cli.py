@@ -92,7 +92,7 @@ def cmd_summarize(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     feed = resources.files("tidings.device") / "demo_feed.jsonl"
-    config = with_overrides(config, summarizer={"wearer": DEMO_WEARER})
+    config = with_overrides(config, wearer={"name": DEMO_WEARER, "aliases": ()})
     with tempfile.TemporaryDirectory(prefix="tidings-demo-") as tmp:
         config = with_overrides(config, store={"path": Path(tmp) / "demo.db"})
         print(f"Tidings demo: {feed.name}, five threads for {DEMO_WEARER}, summarized on this device.\n")

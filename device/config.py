@@ -65,13 +65,23 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class WearerConfig:
+    # The wearer's name as senders and others write it. With a name, the wearer's
+    # own messages are theirs (never announced back, never owed a reply) and
+    # summaries address the wearer as "you"; without one they stay in the third person.
+    name: str = ""
+    # Other names the wearer goes by (nicknames, handles), e.g. ["Al", "@alex:example.org"].
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SummarizerConfig:
-    # The wearer's own name as it appears as a sender, so their messages are
-    # not announced back to them and do not count as needing a reply.
-    wearer: str = ""
     max_summary_tokens: int = 96
     max_summary_words: int = 60
-    extractive_max_words: int = 40
+    # A thread whose unread messages have at most this many words is read out as written
+    # (bench/faithfulness.py measured the threshold: see the README).
+    verbatim_max_words: int = 60
+    fallback_max_words: int = 45
     # Messages beyond this many prompt tokens are folded into a rolling summary.
     context_budget_tokens: int = 1400
     retries: int = 1
@@ -148,6 +158,7 @@ class FederationConfig:
 
 @dataclass(frozen=True)
 class Config:
+    wearer: WearerConfig = field(default_factory=WearerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
@@ -178,6 +189,10 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
             if not isinstance(value, str):
                 raise ConfigError(f"{where}.{name} must be a path string")
             values[name] = Path(value).expanduser()
+        elif kind == tuple[str, ...]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}.{name} must be a list of strings, got {value!r}")
+            values[name] = tuple(value)
         elif kind is float and isinstance(value, int) and not isinstance(value, bool):
             values[name] = float(value)
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

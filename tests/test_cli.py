@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "device" / "demo_feed.jsonl"
 
 
-EXTRACTIVE_ONLY = '[model]\ntask_adapter = ""\n[summarizer]\nwearer = "Alex"\n'
+NO_MODEL = '[model]\ntask_adapter = ""\n[wearer]\nname = "Alex"\n'
 
 
-def tidings(*args: str, tmp_path: Path, stdin: str | None = None, config_text: str = EXTRACTIVE_ONLY
+def tidings(*args: str, tmp_path: Path, stdin: str | None = None, config_text: str = NO_MODEL
             ) -> subprocess.CompletedProcess:
     config = tmp_path / "tidings.toml"
     if not config.exists():
@@ -35,7 +35,7 @@ def test_summarize_json_prints_one_object_per_thread_with_the_required_fields(tm
     assert [r["thread"] for r in records] == ["book-club", "friday-dinner", "roadmap", "family", "landlord"]
     for record in records:
         assert {"thread", "summary", "source", "urgency", "needs_reply", "suggestions"} <= set(record)
-        assert record["source"] == "extractive"  # the task adapter is switched off
+        assert record["source"] == "verbatim"  # every demo thread is about as short as its summary
         assert record["summary"]
     by_thread = {r["thread"]: r for r in records}
     assert by_thread["landlord"]["urgency"] == "high" and by_thread["landlord"]["needs_reply"]
@@ -56,7 +56,7 @@ def test_summarize_reads_stdin_and_reports_bad_lines_without_losing_good_ones(tm
 
 def test_the_human_output_says_which_path_made_each_summary(tmp_path: Path):
     result = tidings("summarize", str(DEMO), tmp_path=tmp_path)
-    assert result.stdout.count("(summary by: extractive)") == 5
+    assert result.stdout.count("(summary by: verbatim)") == 5
     assert "[landlord] from Mr. Okafor (urgency high; needs reply)" in result.stdout
 
 

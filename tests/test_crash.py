@@ -32,8 +32,8 @@ def feed(tmp_path_factory) -> Path:
 
 def start(feed: Path, store: Path, tmp_path: Path) -> subprocess.Popen:
     config = tmp_path / "tidings.toml"
-    # The extractive path: this test is about the store, and must summarize hundreds of threads quickly.
-    config.write_text('[model]\ntask_adapter = ""\n[summarizer]\nwearer = "Me"\n')
+    # No model (verbatim and fallback summaries): this test is about the store, and must summarize hundreds of threads quickly.
+    config.write_text('[model]\ntask_adapter = ""\n[wearer]\nname = "Me"\n')
     return subprocess.Popen(
         [sys.executable, "-m", "tidings.device.cli", "--config", str(config), "--store", str(store),
          "summarize", str(feed), "--json"],

@@ -6,6 +6,7 @@ import pytest
 
 from tidings.device.messages import Message
 from tidings.device.summary.triage import Triage, fallback_suggestions, triage
+from tidings.device.summary.wearer import Wearer
 
 START = datetime(2024, 5, 16, 9, 0, tzinfo=timezone.utc)
 
@@ -16,7 +17,7 @@ def thread(*pairs: tuple[str, str]) -> list[Message]:
 
 
 def test_urgent_words_make_it_high():
-    result = triage(thread(("Priya", "The kitchen pipe is leaking, call me asap")), wearer="Tom")
+    result = triage(thread(("Priya", "The kitchen pipe is leaking, call me asap")), wearer=Wearer("Tom"))
     assert result.urgency == "high"
     assert result.needs_reply
     assert "mentions 'leaking'" in result.reason and "mentions 'asap'" in result.reason
@@ -25,60 +26,60 @@ def test_urgent_words_make_it_high():
 @pytest.mark.parametrize("text", ["Can you send the deck today?", "Please pick up the kids by 5",
                                   "Could you call the landlord in an hour?"])
 def test_same_day_deadline_with_an_ask_is_high(text):
-    result = triage(thread(("Priya", text)), wearer="Tom")
+    result = triage(thread(("Priya", text)), wearer=Wearer("Tom"))
     assert result == Triage("high", True, result.reason)
     assert "same-day deadline" in result.reason
 
 
 def test_same_day_word_without_an_ask_is_not_urgent():
-    assert triage(thread(("Priya", "had a lovely walk today")), wearer="Tom").urgency == "low"
+    assert triage(thread(("Priya", "had a lovely walk today")), wearer=Wearer("Tom")).urgency == "low"
 
 
 def test_now_is_urgent_only_when_something_is_asked():
-    assert triage(thread(("Priya", "Call me now please")), wearer="Tom").urgency == "high"
-    assert triage(thread(("Priya", "I'm home now, lovely evening")), wearer="Tom").urgency == "low"
+    assert triage(thread(("Priya", "Call me now please")), wearer=Wearer("Tom")).urgency == "high"
+    assert triage(thread(("Priya", "I'm home now, lovely evening")), wearer=Wearer("Tom")).urgency == "low"
 
 
 def test_question_is_normal_and_needs_reply():
-    result = triage(thread(("Priya", "Are you coming to the review on Friday?")), wearer="Tom")
+    result = triage(thread(("Priya", "Are you coming to the review on Friday?")), wearer=Wearer("Tom"))
     assert result.urgency == "normal"
     assert result.needs_reply
     assert "asks a question" in result.reason
 
 
 def test_social_chatter_is_low_and_needs_no_reply():
-    result = triage(thread(("Priya", "haha that was fun"), ("Ann", "lol so true 😂")), wearer="Tom")
+    result = triage(thread(("Priya", "haha that was fun"), ("Ann", "lol so true 😂")), wearer=Wearer("Tom"))
     assert result == Triage("low", False, "social chatter or FYI")
 
 
 def test_fyi_with_a_plan_is_normal_without_reply():
-    result = triage(thread(("Priya", "FYI the standup moved to 10:30 tomorrow.")), wearer="Tom")
+    result = triage(thread(("Priya", "FYI the standup moved to 10:30 tomorrow.")), wearer=Wearer("Tom"))
     assert result.urgency == "normal"
     assert not result.needs_reply
 
 
 def test_wearer_already_replied_so_nothing_is_owed():
     msgs = thread(("Priya", "Can you send the slides asap?"), ("Tom", "Sent!"))
-    assert triage(msgs, wearer="Tom") == Triage("low", False, "nothing new from others")
-    assert triage(msgs, wearer="tom ").needs_reply is False  # sender match ignores case/space
+    assert triage(msgs, wearer=Wearer("Tom")) == Triage("low", False, "nothing new from others")
+    assert triage(msgs, wearer=Wearer("tom ")).needs_reply is False  # sender match ignores case/space
 
 
 def test_only_messages_after_the_wearers_last_message_count():
     msgs = thread(("Priya", "Urgent: can you call?"), ("Tom", "Done."), ("Priya", "thanks, all good"))
-    result = triage(msgs, wearer="Tom")
+    result = triage(msgs, wearer=Wearer("Tom"))
     assert result.urgency == "low" and not result.needs_reply
 
 
 def test_addressing_the_wearer_by_name_needs_reply():
-    result = triage(thread(("Priya", "Tom, the keys are with the concierge")), wearer="Tom Baker")
+    result = triage(thread(("Priya", "Tom, the keys are with the concierge")), wearer=Wearer("Tom Baker"))
     assert result.needs_reply
     assert "addresses Tom Baker" in result.reason
-    assert not triage(thread(("Priya", "Tomorrow the keys are with the concierge")), wearer="Tom").needs_reply
+    assert not triage(thread(("Priya", "Tomorrow the keys are with the concierge")), wearer=Wearer("Tom")).needs_reply
 
 
 def test_a_wearer_who_has_not_spoken_owes_everything_others_asked():
     msgs = thread(("Priya", "Can you pick up milk?"), ("Ann", "lol"))
-    assert triage(msgs, wearer="Tom").needs_reply
+    assert triage(msgs, wearer=Wearer("Tom")).needs_reply
     assert not triage(msgs).needs_reply  # without a wearer only Ann's closing "lol" counts
 
 
@@ -107,19 +108,19 @@ def test_empty_thread():
     ("The parcel arrived.", ["Thanks, got it.", "Sounds good.", "Talk later."]),
 ])
 def test_suggestions_follow_the_kind_of_ask(text, expected):
-    assert fallback_suggestions(thread(("Priya", text)), wearer="Tom") == expected
+    assert fallback_suggestions(thread(("Priya", text)), wearer=Wearer("Tom")) == expected
 
 
 def test_suggestions_use_the_latest_unanswered_ask_and_are_always_offered():
     msgs = thread(("Priya", "Can you bring the charger?"), ("Priya", "Are you coming at all?"))
-    assert fallback_suggestions(msgs, wearer="Tom")[0] == "Yes, that works."
+    assert fallback_suggestions(msgs, wearer=Wearer("Tom"))[0] == "Yes, that works."
     answered = thread(("Priya", "Can you bring the charger?"), ("Tom", "yes"))
-    assert fallback_suggestions(answered, wearer="Tom") == ["Thanks, got it.", "Sounds good.", "Talk later."]
+    assert fallback_suggestions(answered, wearer=Wearer("Tom")) == ["Thanks, got it.", "Sounds good.", "Talk later."]
     assert fallback_suggestions([]) == ["Thanks, got it.", "Sounds good.", "Talk later."]
 
 
 def test_suggestions_add_no_facts():
     msgs = thread(("Priya", "Can we move the 3pm review with Gregory to Friday?"))
-    for reply in fallback_suggestions(msgs, wearer="Tom"):
+    for reply in fallback_suggestions(msgs, wearer=Wearer("Tom")):
         assert not any(fact in reply for fact in ("3", "Gregory", "Friday", "review"))
     assert 2 <= len(fallback_suggestions(msgs)) <= 3

@@ -413,3 +413,65 @@ def check_grounding(summary: str, sources: Sequence[Message]) -> GroundingReport
     unsupported = dict.fromkeys(e.text for e in sorted(claims, key=lambda e: e.start)
                                 if not support.supports(e))
     return GroundingReport(not unsupported, tuple(unsupported))
+
+
+@dataclass(frozen=True)
+class Value:
+    """A time, day, amount or count a text states, in comparable form (for the relation checks)."""
+    kind: str  # "time", "weekday", "date", "money", "count", "number"
+    text: str
+    start: int
+    end: int
+    times: frozenset[int] = frozenset()
+    numbers: frozenset[float] = frozenset()
+    key: object = None
+    share: bool = False  # an amount per person: "22.50 each"
+
+
+_SHARE_AFTER = re.compile(r"^\s?(?:€|eur\b|euros?\b|\$|£)?\s?(?:each|apiece|pp\b|per (?:person|head)|a head)",
+                          re.IGNORECASE)
+_MONEY_AFTER = re.compile(r"^\s?(?:€|eur\b|euros?\b|\$|£|dollars?\b|pounds?\b|bucks\b)", re.IGNORECASE)
+_COUNT_AFTER = re.compile(r"^\s?(?:people|ppl|persons|guests|of (?:us|you|them)|adults|kids|seats)\b", re.IGNORECASE)
+_COUNT_BEFORE = re.compile(r"\b(?:for|party of|table of)\s$", re.IGNORECASE)
+
+
+def values(text: str, sent_at: datetime | None = None) -> list[Value]:
+    """The times, days, amounts and counts `text` states; "tomorrow" becomes a weekday given `sent_at`."""
+    text = _norm(text)
+    found = []
+    for m in _ENTITY.finditer(text):
+        for e in _entity(m, text):
+            if not e.checked:
+                continue
+            kind, key = e.kind, e.key
+            if kind in ("time", "bare"):
+                kind = "time" if e.times else "number"
+            elif kind == "number":
+                after, before = text[e.end:e.end + 16], text[max(0, e.start - 12):e.start]
+                if e.text[:1] in "$£€" or _MONEY_AFTER.match(after) or _SHARE_AFTER.match(after):
+                    kind = "money"
+                elif _COUNT_AFTER.match(after) or _COUNT_BEFORE.search(before):
+                    kind = "count"
+            elif kind == "rel":
+                if sent_at is None or key not in _RELATIVE_OFFSET:
+                    continue
+                kind, key = "weekday", (sent_at.date() + timedelta(days=_RELATIVE_OFFSET[key])).weekday()
+            elif kind == "month":
+                continue
+            share = kind == "money" and bool(_SHARE_AFTER.match(text[e.end:e.end + 16]))
+            found.append(Value(kind, e.text, e.start, e.end, frozenset(e.times), frozenset(e.numbers), key, share))
+    return found
+
+
+def same_value(a: Value, b: Value) -> bool:
+    if {a.kind, b.kind} == {"time", "number"}:  # "7 was full" speaks of "7pm"
+        time, number = (a, b) if a.kind == "time" else (b, a)
+        return any(n == int(n) and 1 <= n <= 24 and int(n) % 12 in {t // 60 % 12 for t in time.times}
+                   for n in number.numbers)
+    if a.kind != b.kind:
+        return False
+    if a.kind == "time":
+        return bool(a.times & b.times)
+    if a.kind in ("weekday", "date"):
+        return a.key == b.key if a.kind == "weekday" else bool(a.key & b.key)
+    return bool(a.numbers & b.numbers)

@@ -1,14 +1,20 @@
-"""Turn a thread's unread messages into a short, faithful, speakable summary.
+"""Turn a thread's unread messages into a short, faithful, speakable summary, said to the wearer.
 
-Two paths, and every summary records which one produced it:
+The summary plan, in order; every summary records which step produced it (`source`):
 
+* verbatim: a thread whose unread messages are about as short as a summary is read
+  out as written, each message under its sender's name (verbatim.py);
 * model: the LLM (with its task adapter) writes one or two sentences. Threads
   longer than the context budget are folded into a rolling summary, piece by
-  piece, so nothing is silently cut. The result must pass the grounding
-  validator; on failure it is retried once with sampling, then abandoned.
-* extractive: the most informative messages, shortened, quoted verbatim. It
-  is always faithful, and is what the wearer hears whenever the model path
-  is unavailable or its output did not pass.
+  piece, so nothing is silently cut. A draft must pass every validator
+  (validators.py: length, prompt echo, grounding, then who does what, negation,
+  asks and superseded values); a failed draft is retried once with sampling;
+* fallback: the key messages, attributed, in their own words (fallback.py). It is
+  what the wearer hears whenever there is no model or no draft passed.
+
+Before any of it, messages that try to instruct the summarizer or look like scams
+are set aside (untrusted.py): the model never sees them, they are never read as
+written, and the wearer hears in Tidings' own words that such a message came.
 """
 
 from __future__ import annotations
@@ -20,22 +26,19 @@ from typing import Literal
 
 from tidings.device.config import SummarizerConfig
 from tidings.device.llm.engine import Engine
-from tidings.device.summary.extractive import extractive_summary
-from tidings.device.summary.grounding import check_grounding
+from tidings.device.llm.prompts import REPLY_TASK, render_dialogue, reply_prompt, summary_prompt
 from tidings.device.messages import Message
-from tidings.device.llm.prompts import (
-    REPLY_TASK,
-    SUMMARY_TASK,
-    render_dialogue,
-    reply_prompt,
-    summary_prompt,
-)
+from tidings.device.summary.fallback import fallback_summary
+from tidings.device.summary.grounding import check_grounding
 from tidings.device.summary.sentences import sentences
 from tidings.device.summary.triage import Triage, fallback_suggestions, triage
+from tidings.device.summary.untrusted import Suspicion, suspicions, warning
+from tidings.device.summary.validators import validate
+from tidings.device.summary.verbatim import read_verbatim, word_count
+from tidings.device.summary.wearer import Wearer, address_wearer
 
-Source = Literal["model", "extractive"]
+Source = Literal["model", "verbatim", "fallback"]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_SPEAKER_LINE = re.compile(r"^\s*[^\s:]{1,40}:\s", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,12 @@ class ThreadSummary:
     suggestions_source: Literal["model", "template", "none"]
     senders: tuple[str, ...]
     message_ids: tuple[str, ...]
-    # Why model drafts were turned down, in order; empty when the model's first draft passed.
+    # Why model drafts were turned down, in order ("subject: ..."); empty when the first passed.
     rejected: tuple[str, ...] = ()
+    # Every new message looks like a scam or an injected instruction.
+    spam: bool = False
+    # Messages set aside as untrusted, and why ("scam: asks for a code or password").
+    flagged: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         record = asdict(self)
@@ -58,6 +65,7 @@ class ThreadSummary:
         record["senders"] = list(self.senders)
         record["message_ids"] = list(self.message_ids)
         record["rejected"] = list(self.rejected)
+        record["flagged"] = list(self.flagged)
         return record
 
 
@@ -67,14 +75,16 @@ class SummaryOutcome:
     source: Source
     rejected: tuple[str, ...]  # why each turned-down model draft was turned down
     drafts: tuple[str, ...]  # every model draft, in order (the first is greedy)
+    flagged: tuple[Suspicion, ...] = ()
 
 
 class Summarizer:
-    """Summaries from `engine` when given one, else extractive summaries only."""
+    """Summaries from `engine` when given one, else verbatim and fallback summaries only."""
 
-    def __init__(self, config: SummarizerConfig, engine: Engine | None = None) -> None:
+    def __init__(self, config: SummarizerConfig, engine: Engine | None = None, wearer: Wearer = Wearer()) -> None:
         self.config = config
         self.engine = engine
+        self.wearer = wearer
 
     def summarize(self, thread: str, messages: Sequence[Message]) -> ThreadSummary:
         if not messages:
@@ -84,9 +94,15 @@ class Summarizer:
     def record(self, thread: str, messages: Sequence[Message], outcome: SummaryOutcome,
                with_suggestions: bool = True) -> ThreadSummary:
         """The thread's summary record around `outcome`: triage, senders and reply options."""
-        others = [m for m in messages if m.sender != self.config.wearer] or list(messages)
-        triaged = triage(messages, self.config.wearer or None)
-        suggestions, suggestions_source = self._suggestions(messages, triaged) if with_suggestions else ([], "none")
+        others = [m for m in messages if not self.wearer.is_sender(m.sender)] or list(messages)
+        flagged = {s.message_id for s in outcome.flagged}
+        trusted = [m for m in messages if m.id not in flagged]
+        if trusted or not flagged:
+            triaged = triage(trusted, self.wearer)
+        else:
+            triaged = Triage("low", False, "likely scam or injected instructions", spam=True)
+        wanted = with_suggestions and not triaged.spam
+        suggestions, suggestions_source = self._suggestions(trusted, triaged) if wanted else ([], "none")
         return ThreadSummary(
             thread=thread,
             summary=outcome.text,
@@ -98,24 +114,38 @@ class Summarizer:
             senders=tuple(dict.fromkeys(m.sender for m in others)),
             message_ids=tuple(m.id for m in messages),
             rejected=outcome.rejected,
+            spam=triaged.spam,
+            flagged=tuple(f"{s.message_id} from {s.sender}: {s.kind}" + (f" ({'; '.join(s.signals)})" if s.signals else "")
+                          for s in outcome.flagged),
         )
 
     # -- the summary ------------------------------------------------------------
 
     def summary_text(self, messages: Sequence[Message]) -> SummaryOutcome:
+        flagged = tuple(suspicions(messages))
+        untrusted = {s.message_id for s in flagged}
+        trusted = [m for m in messages if m.id not in untrusted]
+        outcome = self.plan(trusted) if trusted else SummaryOutcome("", "fallback", (), ())
+        return replace(outcome, text=f"{outcome.text} {warning(flagged)}".strip(), flagged=flagged)
+
+    def plan(self, messages: Sequence[Message]) -> SummaryOutcome:
+        """Verbatim when that is short enough, else a model draft that passes every check, else the fallback."""
+        if word_count(messages) <= self.config.verbatim_max_words:
+            return SummaryOutcome(read_verbatim(messages, self.wearer), "verbatim", (), ())
         drafts: list[str] = []
         rejected: list[str] = []
         if self.engine is not None:
             for attempt in range(1 + self.config.retries):
                 # A greedy retry would repeat the same words; the retry samples.
-                draft = self.model_summary(messages, temperature=0.0 if attempt == 0 else 0.7)
+                draft = address_wearer(self.model_summary(messages, temperature=0.0 if attempt == 0 else 0.7),
+                                       self.wearer)
                 drafts.append(draft)
                 problem = self.problem_with(draft, messages)
                 if problem is None:
                     return SummaryOutcome(draft, "model", tuple(rejected), tuple(drafts))
                 rejected.append(problem)
-        text = extractive_summary(messages, self.config.extractive_max_words)
-        return SummaryOutcome(text, "extractive", tuple(rejected), tuple(drafts))
+        text = fallback_summary(messages, self.config.fallback_max_words, self.wearer)
+        return SummaryOutcome(text, "fallback", tuple(rejected), tuple(drafts))
 
     def stream_summary(self, messages: Sequence[Message]) -> SummaryStream:
         """The summary sentence by sentence, each as soon as it is generated and checked."""
@@ -124,7 +154,7 @@ class Summarizer:
     def model_summary(self, messages: Sequence[Message], temperature: float) -> str:
         earlier = ""
         for piece in self.fold(messages):
-            prompt = summary_prompt(self.engine.prompt_format, render_dialogue(piece), earlier)
+            prompt = summary_prompt(self.engine.prompt_format, self.dialogue(piece), earlier)
             beams = self.config.summary_beams if temperature == 0 else 1
             completion = self.engine.complete(
                 prompt, max_tokens=self.config.max_summary_tokens, stop=("\n\n",), temperature=temperature,
@@ -132,6 +162,11 @@ class Summarizer:
             )
             earlier = " ".join(completion.text.split())
         return earlier
+
+    def dialogue(self, messages: Sequence[Message]) -> str:
+        """The prompt's dialogue, the wearer's own messages under the wearer's name whatever their sender id."""
+        return render_dialogue([replace(m, sender=self.wearer.name) if self.wearer.is_sender(m.sender) else m
+                                for m in messages])
 
     def fold(self, messages: Sequence[Message]) -> list[list[Message]]:
         """Split a thread into consecutive pieces whose dialogue fits the context budget.
@@ -168,19 +203,12 @@ class Summarizer:
         parts.append(replace(message, text=" ".join(current)))
         return parts
 
-    def problem_with(self, draft: str, messages: Sequence[Message], min_words: int = 3) -> str | None:
-        """None if `draft` may be spoken as this thread's summary, else why not."""
-        words = draft.split()
-        if len(words) < min_words:
-            return f"too short: {draft!r}"
-        if len(words) > self.config.max_summary_words:
-            return f"too long: {len(words)} words"
-        if SUMMARY_TASK[:30] in draft or _SPEAKER_LINE.search(draft):
-            return "echoes the prompt instead of summarizing"
-        report = check_grounding(draft, messages)
-        if not report.ok:
-            return "not grounded in the messages: " + ", ".join(report.unsupported)
-        return None
+    def problem_with(self, draft: str, messages: Sequence[Message], continuing: bool = False) -> str | None:
+        """None if `draft` may be spoken as this thread's summary (or, `continuing`, its next sentence)."""
+        asks_wearer = bool(self.wearer) and not continuing and triage(messages, self.wearer).needs_reply
+        rejection = validate(draft, messages, self.wearer, min_words=1 if continuing else 3,
+                             max_words=self.config.max_summary_words, asks_wearer=asks_wearer)
+        return None if rejection is None else str(rejection)
 
     # -- reply suggestions ----------------------------------------------------
 
@@ -191,18 +219,18 @@ class Summarizer:
             suggestions = self._model_suggestions(messages)
             if len(suggestions) >= 2:
                 return suggestions, "model"
-        return fallback_suggestions(messages, self.config.wearer or None)[: self.config.suggestions], "template"
+        return fallback_suggestions(messages, self.wearer)[: self.config.suggestions], "template"
 
     def _model_suggestions(self, messages: Sequence[Message]) -> list[str]:
         piece = self.fold(messages)[-1]
-        prompt = reply_prompt(self.engine.prompt_format, render_dialogue(piece), self.config.wearer)
+        prompt = reply_prompt(self.engine.prompt_format, self.dialogue(piece), self.wearer.name)
         found: list[str] = []
         # One greedy reply, then sampled ones for variety; the shared prompt is evaluated once.
         for attempt in range(self.config.suggestions + 2):
             text = self.engine.complete(
                 prompt, max_tokens=40, stop=("\n",), temperature=0.0 if attempt == 0 else 0.8
             ).text
-            reply = " ".join(text.split()).removeprefix(f"{self.config.wearer}:").strip()
+            reply = " ".join(text.split()).removeprefix(f"{self.wearer.name}:").strip()
             ok = 1 <= len(reply.split()) <= 25 and REPLY_TASK[:20] not in reply
             if ok and check_grounding(reply, messages).ok and reply.lower() not in map(str.lower, found):
                 found.append(reply)
@@ -214,12 +242,12 @@ class Summarizer:
 class SummaryStream:
     """Iterate for the summary's sentences; afterwards `outcome` holds the whole summary.
 
-    For a thread that fits one prompt, the model's greedy draft is streamed and
-    each sentence is checked on its own as it completes (length, prompt echo,
-    grounding), so a sentence is spoken only once it has passed; the first
-    sentence that fails ends the summary there. When the very first sentence
-    fails, or the thread needs folding, the whole summary comes from
-    `summary_text` (sampled retry, then extractive) and is then split.
+    For a thread the model would summarize in one prompt, its greedy draft is
+    streamed and each sentence is checked on its own as it completes (every
+    validator), so a sentence is spoken only once it has passed; the first
+    sentence that fails ends the summary there. Otherwise (a thread short enough to
+    read verbatim, one with untrusted messages, one that needs folding, or a first
+    sentence that failed) the whole summary comes from `summary_text` and is then split.
     """
 
     def __init__(self, summarizer: Summarizer, messages: Sequence[Message]) -> None:
@@ -230,14 +258,16 @@ class SummaryStream:
     def __iter__(self) -> Iterator[str]:
         summarizer, engine = self.summarizer, self.summarizer.engine
         spoken: list[str] = []
-        if engine is not None and len(pieces := summarizer.fold(self.messages)) == 1:
-            prompt = summary_prompt(engine.prompt_format, render_dialogue(pieces[0]))
+        streamable = (engine is not None and word_count(self.messages) > summarizer.config.verbatim_max_words
+                      and not suspicions(self.messages))
+        if streamable and len(pieces := summarizer.fold(self.messages)) == 1:
+            prompt = summary_prompt(engine.prompt_format, summarizer.dialogue(pieces[0]))
             stream = engine.stream(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",))
             for sentence in sentences(stream):
-                sentence = " ".join(sentence.split())
+                sentence = address_wearer(" ".join(sentence.split()), summarizer.wearer)
                 words = sum(len(s.split()) for s in spoken) + len(sentence.split())
                 if words > summarizer.config.max_summary_words or summarizer.problem_with(
-                        sentence, self.messages, min_words=1 if spoken else 3):
+                        sentence, self.messages, continuing=bool(spoken)):
                     break
                 spoken.append(sentence)
                 yield sentence

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tidings.device.messages import Message
+from tidings.device.summary.wearer import Wearer
 
 Urgency = Literal["low", "normal", "high"]
 
@@ -24,6 +25,7 @@ class Triage:
     urgency: Urgency
     needs_reply: bool
     reason: str  # short and human-readable, e.g. "asks a question; mentions 'urgent'"
+    spam: bool = False  # every new message looks like a scam or an injected instruction
 
 
 # Possessive, line-bound whitespace: a megabyte of blank lines must not backtrack.
@@ -67,7 +69,7 @@ def _same(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _pending(messages: Sequence[Message], wearer: str | None) -> list[Message]:
+def _pending(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
     """Messages from others the wearer has not answered yet.
 
     With a known wearer: everything others sent after the wearer's last message
@@ -75,8 +77,8 @@ def _pending(messages: Sequence[Message], wearer: str | None) -> list[Message]:
     closing run of messages, the part a newcomer to the thread would react to.
     """
     if wearer:
-        spoke = [i for i, m in enumerate(messages) if _same(m.sender, wearer)]
-        return [m for m in messages[spoke[-1] + 1 if spoke else 0:] if not _same(m.sender, wearer)]
+        spoke = [i for i, m in enumerate(messages) if wearer.is_sender(m.sender)]
+        return [m for m in messages[spoke[-1] + 1 if spoke else 0:] if not wearer.is_sender(m.sender)]
     tail: list[Message] = []
     for message in reversed(messages):
         if tail and not _same(message.sender, tail[-1].sender):
@@ -85,12 +87,7 @@ def _pending(messages: Sequence[Message], wearer: str | None) -> list[Message]:
     return tail[::-1]
 
 
-def _addresses(text: str, wearer: str | None) -> bool:
-    names = "|".join(re.escape(n) for n in (wearer or "").split() if len(n) > 1)
-    return bool(names) and re.search(rf"(?<!\w)@?(?:{names})(?!\w)", text, re.IGNORECASE) is not None
-
-
-def triage(messages: Sequence[Message], wearer: str | None = None) -> Triage:
+def triage(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Triage:
     """Urgency and whether a reply is owed, from what others said since the wearer spoke."""
     pending = _pending(messages, wearer)
     if not pending:
@@ -99,13 +96,13 @@ def triage(messages: Sequence[Message], wearer: str | None = None) -> Triage:
     reasons: list[str] = []
     asks = bool(_QUESTION.search(text))
     requests = bool(_REQUEST.search(text))
-    named = _addresses(text, wearer)
+    named = wearer.is_named_in(text)
     if asks:
         reasons.append("asks a question")
     if requests:
         reasons.append("makes a request")
     if named:
-        reasons.append(f"addresses {wearer}")
+        reasons.append(f"addresses {wearer.name}")
     needs_reply = asks or requests or named
     urgent = [m.group(0).lower() for m in _URGENT.finditer(text)]
     if needs_reply and _NOW.search(text):
@@ -140,7 +137,7 @@ def _kind(text: str) -> str:
     return "other"
 
 
-def fallback_suggestions(messages: Sequence[Message], wearer: str | None = None) -> list[str]:
+def fallback_suggestions(messages: Sequence[Message], wearer: Wearer = Wearer()) -> list[str]:
     """Two or three generic replies, chosen by the kind of the latest ask; they add no facts."""
     pending = _pending(messages, wearer)
     for message in reversed(pending):

@@ -27,6 +27,7 @@ from tidings.device.messages import Message
 from tidings.device.summary.sentences import sentences
 from tidings.device.store import Store
 from tidings.device.summary.summarizer import Summarizer
+from tidings.device.summary.wearer import Wearer
 from tidings.device.tools import ToolError, send_reply
 from tidings.device.voice.audio import AudioSink, AudioSource
 from tidings.device.voice.commands import COMMAND_WORDS
@@ -69,7 +70,7 @@ _END = object()  # the microphone's input ended
 
 class VoiceLoop:
     def __init__(self, *, store: Store, summarizer: Summarizer, composer: ReplyComposer, tts: Tts, stt: WhisperStt,
-                 endpointer: Endpointer, source: AudioSource, sink: AudioSink, wearer: str = "",
+                 endpointer: Endpointer, source: AudioSource, sink: AudioSink, wearer: Wearer = Wearer(),
                  poll_seconds: float = 0.25, on_mark: Callable[[Mark], None] | None = None,
                  keep_examples: int = 500) -> None:
         self.store, self.summarizer, self.composer = store, summarizer, composer
@@ -145,7 +146,7 @@ class VoiceLoop:
         for thread in self.store.unread_threads():
             messages = self.store.unread_messages(thread)
             ids = frozenset(m.id for m in messages)
-            others = [m for m in messages if m.sender != self.wearer]
+            others = [m for m in messages if not self.wearer.is_sender(m.sender)]
             if self._announced.get(thread) == ids or not others:
                 continue
             self._announced[thread] = ids
@@ -202,7 +203,7 @@ class VoiceLoop:
                 self._mark("sent", f"{entry.thread}: {entry.text}")
                 outcome = "edited" if tool_call.draft_id in self._edited else "accepted"
                 self.store.add_training_example("reply", entry.thread, self.store.recent_messages(entry.thread),
-                                                entry.text, outcome, author=self.wearer, keep=self.keep_examples)
+                                                entry.text, outcome, author=self.wearer.name, keep=self.keep_examples)
                 self._handle(SendResult(True))
 
     def _read_summary(self, thread: str) -> None:

@@ -14,7 +14,7 @@ try:
 except ImportError:  # the property test below is skipped; everything else still runs
     given = settings = st = None
 
-from tidings.device.summary.extractive import extractive_summary
+from tidings.device.summary.fallback import fallback_summary
 from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
 
@@ -40,23 +40,23 @@ def clauses(summary: str) -> list[tuple[str, str]]:
 def test_picks_the_informative_messages_verbatim_with_senders_in_order():
     msgs = thread(("Tom", "hey"), ("Priya", "lol"), ("Priya", "The review moved to Friday at 2pm."),
                   ("Tom", "haha nice"), ("Tom", "Can you send the slides by Thursday?"), ("Ann", "ok"))
-    summary = extractive_summary(msgs)
-    assert summary == "Priya: The review moved to Friday at 2pm. Tom: Can you send the slides by Thursday?"
+    summary = fallback_summary(msgs)
+    assert summary == "Priya: The review moved to Friday at 2pm. Tom asks: Can you send the slides by Thursday?"
     assert check_grounding(summary, msgs)
 
 
 def test_chronological_order_follows_sent_at_not_input_order():
     early, late = thread(("Priya", "Can you book the room for Monday?"),
                          ("Tom", "Booked room 4 for Monday at 10am."))
-    summary = extractive_summary([late, early])
-    assert summary.index("Priya:") < summary.index("Tom:")
+    summary = fallback_summary([late, early])
+    assert summary.index("Priya asks:") < summary.index("Tom:")
 
 
 def test_single_message_and_word_budget():
     long = ("We need to decide where the offsite happens, whether we book the train or drive, "
             "who brings the projector, and how many rooms we need for the 14 people coming; "
             "also please confirm the budget by Friday because finance closes the books then.")
-    summary = extractive_summary(thread(("Priya", long)), max_words=20)
+    summary = fallback_summary(thread(("Priya", long)), max_words=20)
     assert summary.startswith("Priya: We need to decide where the offsite happens")
     assert summary.endswith("…")
     assert len(summary.split()) <= 22
@@ -66,17 +66,17 @@ def test_single_message_and_word_budget():
 
 
 def test_empty_texts_are_skipped_or_reported_honestly():
-    assert extractive_summary(thread(("Tom", ""))) == "Tom sent an empty message."
-    assert extractive_summary(thread(("Tom", " "), ("Ann", "\n"))) == "Tom, Ann sent empty messages."
-    assert extractive_summary(thread(("Tom", ""), ("Ann", "Dinner at 7?"))) == "Ann: Dinner at 7?"
-    assert extractive_summary([]) == "No messages."
+    assert fallback_summary(thread(("Tom", ""))) == "Tom sent an empty message."
+    assert fallback_summary(thread(("Tom", " "), ("Ann", "\n"))) == "Tom, Ann sent empty messages."
+    assert fallback_summary(thread(("Tom", ""), ("Ann", "Dinner at 7?"))) == "Ann asks: Dinner at 7?"
+    assert fallback_summary([]) == "No messages."
 
 
 def test_500_messages_stay_within_budget_and_grounded():
     msgs = thread(*((["Priya", "Tom", "Ann"][i % 3], f"update {i}: item {i % 17} is done, next is {i + 1}")
                     for i in range(500)))
     start = time.perf_counter()
-    summary = extractive_summary(msgs, max_words=40)
+    summary = fallback_summary(msgs, max_words=40)
     assert time.perf_counter() - start < 2.0
     assert 0 < len(summary.split()) <= 43
     assert check_grounding(summary, msgs)
@@ -86,7 +86,7 @@ def test_megabyte_message_is_fast_and_grounded():
     text = ("Please call me about the leak at 6pm on Friday, it's urgent. " + "blah " * 200_000)[:1_000_000]
     msgs = thread(("Tom", text))
     start = time.perf_counter()
-    summary = extractive_summary(msgs)
+    summary = fallback_summary(msgs)
     elapsed = time.perf_counter() - start
     assert elapsed < 3.0, f"{elapsed:.2f}s for a 1 MB message"
     assert summary.startswith("Tom: Please call me about the leak at 6pm on Friday")
@@ -94,14 +94,14 @@ def test_megabyte_message_is_fast_and_grounded():
 
 
 def test_unspeakable_blob_is_not_read_out():
-    assert extractive_summary(thread(("Tom", "x" * 5000))) == "Tom sent a message."
+    assert fallback_summary(thread(("Tom", "x" * 5000))) == "Tom sent a message."
 
 
 def test_emoji_and_rtl():
     msgs = thread(("Priya", "🎉🎉 שלום! مرحبا، كيف حالك؟"), ("Tom", "Can we meet at 5? 🙏"))
-    summary = extractive_summary(msgs)
-    assert "Priya: مرحبا، كيف حالك؟" in summary  # an Arabic question counts as a question
-    assert "Tom: Can we meet at 5?" in summary
+    summary = fallback_summary(msgs)
+    assert "Priya asks: مرحبا، كيف حالك؟" in summary  # an Arabic question counts as a question
+    assert "Tom asks: Can we meet at 5?" in summary
     assert check_grounding(summary, msgs)
 
 
@@ -112,7 +112,7 @@ def test_every_samsum_validation_summary_is_grounded():
     failures = []
     for record in json.loads(path.read_text(encoding="utf-8")):
         msgs = dialogue_messages(record["dialogue"])
-        summary = extractive_summary(msgs)
+        summary = fallback_summary(msgs)
         report = check_grounding(summary, msgs)
         if not report or not summary or len(summary.split()) > 43:
             failures.append((record["id"], summary, report.unsupported))
@@ -120,7 +120,7 @@ def test_every_samsum_validation_summary_is_grounded():
 
 
 @pytest.mark.skipif(given is None, reason="hypothesis is not installed")
-def test_property_extractive_output_is_always_grounded():
+def test_property_fallback_output_is_always_grounded():
     # Random Unicode, plus word salad of the tokens the grounding rules care about.
     chat_text = st.one_of(st.text(max_size=200), st.lists(st.sampled_from([
         "at", "6", "6pm", "18:30", "Friday", "tomorrow", "Tom", "three", "?", "please", "20,", "000",
@@ -133,7 +133,7 @@ def test_property_extractive_output_is_always_grounded():
            st.integers(min_value=1, max_value=60))
     def check(pairs: list[tuple[str, str]], max_words: int) -> None:
         msgs = thread(*pairs)
-        summary = extractive_summary(msgs, max_words=max_words)
+        summary = fallback_summary(msgs, max_words=max_words)
         assert summary
         assert len(summary.split()) <= max(max_words, 4) + 4
         assert check_grounding(summary, msgs), summary

@@ -1,10 +1,18 @@
-"""Extractive fallback summary: the thread's most informative sentences, verbatim.
+"""The fallback summary: the thread's key messages, attributed, in their own words.
 
-Used when the on-device model is unavailable, too slow, or produced a summary
-that failed the grounding check. It never paraphrases: it picks whole sentences
-(or leading clauses of a long one) from the messages, attributes each to its
-sender and keeps them in chronological order, so the result is grounded by
-construction, and ``check_grounding`` confirms it before it is returned.
+What the wearer hears when no model draft passed the validators, or there is no
+model. It never paraphrases: it picks whole sentences (or the leading clauses of a
+long one) from the messages and keeps them in order, each said under its sender's
+name ("Mom asks: could you do it?", "Dad: I can't, my train gets in at 6:15."),
+the wearer's own as "You: ...". So it is grounded by construction, which
+``check_grounding`` confirms before it is returned, and it is attributed, so no
+sentence ever changes who says what.
+
+Two things keep it right, not only grounded. A sentence whose time, day or amount a
+later message replaced ("7 was full", "moved to Friday") is never picked: it is
+true of the past, and would be heard as the plan. And chat filler ("ok", "haha",
+"hi Alex!") is cut from the front of a sentence, so the words left are the ones
+that carry the message.
 """
 
 from __future__ import annotations
@@ -14,8 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
+from tidings.device.summary.grounding import check_grounding
+from tidings.device.summary.relations import stale_values
+from tidings.device.summary.spoken import for_speech
+from tidings.device.summary.verbatim import strip_vocative
+from tidings.device.summary.wearer import Wearer
 
 # Possessive quantifiers: long whitespace runs must not cost quadratic backtracking.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?…؟。！？])\s++|\n\s*+")
@@ -46,6 +58,9 @@ _STOPWORDS = frozenset("""
     u ur im i'm it's will would can could should oh yeah yep sure well
     """.split())
 _ATTACHMENT = re.compile(r"<\w+>")
+# A message that settles the plan: what it says is what stands.
+_SETTLED = re.compile(r"\b(?:confirmed|booked|final|settled|deal|done|agreed|sorted|fixed|so it'?s|that'?s it)\b",
+                      re.IGNORECASE)
 # A whitespace-free run longer than this (a URL, a pasted blob) cannot be read aloud.
 _MAX_TOKEN_CHARS = 40
 # Per message, only this many sentences from each end are candidates: a megabyte
@@ -56,10 +71,19 @@ _SCORED_CHARS = 1000
 _MIN_SCORE = 1.0
 
 
+# Chat filler in front of what a sentence says: interjections, greetings, thanks.
+_FILLER = re.compile(
+    r"^(?:(?:ok(?:ay)?|k|hmm+|ugh+|uh+|oh+|ah+|yes+|yeah+|yep|nope|no+|lol|haha\w*|wow|great|cool|nice|sure|right"
+    r"|well|so|legend|perfect|thanks?(?: you)?|thx|ty|hi|hey|hello|yo|dear \w+|guys|all)\b[\s,.!:;-]*)+",
+    re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class _Unit:
     order: tuple[int, int]  # (message position, sentence position): chronology
     sender: str
+    label: str  # how the sender is said: "Mom", "You", "Mom, to you"
+    question: bool
     text: str
     words: int
     content: frozenset[str]
@@ -72,7 +96,7 @@ def _score(text: str, position: float) -> tuple[float, frozenset[str]]:
     score = min(len(content), 10) / 5
     score += 2.0 * bool(_QUESTION.search(text)) + 2.0 * bool(_REQUEST.search(text))
     score += 2.5 * bool(_URGENT.search(text)) + 1.5 * bool(_SPECIFIC.search(text))
-    score += 1.0 * bool(tokens and tokens[0] in _IMPERATIVES)
+    score += 1.0 * bool(tokens and tokens[0] in _IMPERATIVES) + 1.5 * bool(_SETTLED.search(text))
     if len(tokens) < 3:
         score -= 1.0
     if _ATTACHMENT.fullmatch(text):
@@ -80,22 +104,35 @@ def _score(text: str, position: float) -> tuple[float, frozenset[str]]:
     return score + 0.5 * position, content
 
 
-def _units(thread: Sequence[Message]) -> list[_Unit]:
+def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
     units: list[_Unit] = []
+    stale = stale_values(thread)
     for i, message in enumerate(thread):
-        sentences = [s.strip() for s in _SENTENCE_BREAK.split(message.text)]
+        mine = wearer.is_sender(message.sender)
+        to_wearer, text = (False, message.text) if mine else strip_vocative(message.text, wearer)
+        sender = "You" if mine else _sender(message)
+        sentences = [s.strip() for s in _SENTENCE_BREAK.split(text)]
         indexed = [(j, s) for j, s in enumerate(sentences) if s]
         if len(indexed) > 2 * _EDGE_SENTENCES:
             indexed = indexed[:_EDGE_SENTENCES] + indexed[-_EDGE_SENTENCES:]
         # A reply to a question usually carries the decision the question asked for.
         answers = i > 0 and thread[i - 1].sender != message.sender and "?" in thread[i - 1].text
         for j, sentence in indexed:
-            words = sentence.split()
-            if max(map(len, words)) > _MAX_TOKEN_CHARS:
+            if any(value in sentence for value in stale.get(i, ())):
                 continue
+            # Only a sentence's opening can be read within the word budget: only it is cleaned.
+            sentence = for_speech(_FILLER.sub("", sentence[:4 * _SCORED_CHARS])).strip()
+            words = sentence.split()
+            if len(words) < 2 or max(map(len, words)) > _MAX_TOKEN_CHARS:
+                continue
+            sentence = sentence[:1].upper() + sentence[1:]
             score, content = _score(sentence[:_SCORED_CHARS], i / max(len(thread) - 1, 1))
             score += 1.0 * (answers and j == indexed[0][0] and len(words) >= 3)
-            units.append(_Unit((i, j), _sender(message), sentence, len(words), content, score))
+            # The latest messages hold the plan as it stands; the wearer's own words they know.
+            score += 1.5 * (i / max(len(thread) - 1, 1)) - 1.0 * mine
+            label = f"{sender}, to you" if to_wearer and j == indexed[0][0] else sender
+            units.append(_Unit((i, j), sender, label, bool(_QUESTION.search(sentence)), sentence, len(words),
+                               content, score))
     return units
 
 
@@ -135,7 +172,7 @@ def _select(units: list[_Unit], max_words: int) -> list[tuple[_Unit, str]]:
         pool.remove(best)
         if chosen and _gain(best, said) < _MIN_SCORE:
             break
-        cost = len(best.sender.split())
+        cost = len(_label(best).split())
         if best.words + cost > budget:
             if chosen:
                 continue
@@ -148,13 +185,23 @@ def _select(units: list[_Unit], max_words: int) -> list[tuple[_Unit, str]]:
     return sorted(chosen, key=lambda c: c[0].order)
 
 
+def _label(unit: _Unit) -> str:
+    """How a unit is attributed when it opens a run: "Mom:", "Mom asks you:", "You:"."""
+    if unit.question and unit.sender != "You":
+        return f"{unit.sender} asks{' you' if unit.label != unit.sender else ''}:"
+    return f"{unit.label}:"
+
+
 def _render(chosen: list[tuple[_Unit, str]]) -> str:
     parts: list[str] = []
     last_sender = None
     for unit, text in chosen:
         if not _ENDS_SENTENCE.search(text):
             text = text.rstrip(",;:-– ") + "."
-        parts.append(text if unit.sender == last_sender else f"{unit.sender}: {text}")
+        if unit.sender == last_sender and unit.label == unit.sender and not unit.question:
+            parts.append(text)
+        else:
+            parts.append(f"{_label(unit)} {text}")
         last_sender = unit.sender
     return " ".join(parts)
 
@@ -168,10 +215,10 @@ def _who_sent(thread: Sequence[Message], one: str, many: str) -> str:
     return f"{names} sent {one if len(thread) == 1 else many}."
 
 
-def extractive_summary(messages: Sequence[Message], max_words: int = 40) -> str:
-    """A speakable, verbatim summary of ``messages`` in at most about ``max_words`` words."""
+def fallback_summary(messages: Sequence[Message], max_words: int = 40, wearer: Wearer = Wearer()) -> str:
+    """The key messages of ``messages``, attributed, in at most about ``max_words`` words."""
     thread = [m for _, m in sorted(enumerate(messages), key=lambda im: (im[1].sent_at, im[0]))]
-    units = _units(thread)
+    units = _units(thread, wearer)
     if not units:
         if all(not m.text.strip() for m in thread):
             return _who_sent(thread, "an empty message", "empty messages")

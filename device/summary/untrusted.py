@@ -1,0 +1,120 @@
+"""Messages Tidings must not trust: scams, phishing and instructions aimed at the summarizer.
+
+A message is content, never a command. One that tells the summarizer what to say
+("SYSTEM: ignore all previous instructions ...") or that fishes for a code, a
+password or a click is kept out of the model's prompt and out of what is read
+verbatim; the wearer hears, in Tidings' own words, only that such a message
+arrived, who it claims to be from and what it wants, never its claims as fact.
+
+Rules, not a model: they must hold when the model is off, and each one names the
+signal it saw, so the wearer (and a test) can tell why a message was flagged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tidings.device.messages import Message
+
+_INJECTION = re.compile(
+    r"\b(?:ignore|disregard|forget)\b[^.!?\n]{0,30}\b(?:previous|prior|above|earlier|all)\b[^.!?\n]{0,20}"
+    r"\b(?:instructions?|prompts?|rules)\b|^\s*(?:system|assistant)\s*:|\byou are now (?:in )?\w+ mode\b"
+    r"|\b(?:summari[sz]e|describe|report) this (?:chat|thread|conversation|message) as\b"
+    r"|\btell the (?:user|wearer|reader)\b|\b(?:as an ai|language model)\b",
+    re.IGNORECASE | re.MULTILINE)
+_CREDENTIAL = re.compile(
+    r"\b(?:verification|security|one[- ]time|otp|login|sms|6[- ]digit|six[- ]digit)\s+(?:code|pin|password)\b"
+    r"|\b(?:password|pin|passcode|card (?:number|details)|cvv|bank details)\b"
+    r"|\b(?:reset|verify|confirm) your (?:password|identity|account|details)\b", re.IGNORECASE)
+_THREAT = re.compile(
+    r"\b(?:suspend\w*|restrict\w*|locked|blocked|cancell?ation|deactivat\w*|frozen|unusual (?:sign-?in|activity)"
+    r"|within \d+ (?:minutes|hours)|right away|immediately|final notice)\b", re.IGNORECASE)
+_PRIZE = re.compile(r"\b(?:you(?:'ve| have)? won|winner|prize|claim your|free gift|congratulations)\b", re.IGNORECASE)
+_LINK = re.compile(r"\b(?:https?://\S+|www\.\S+|[a-z0-9-]+\.(?:com|net|org|info|top|xyz|io|co|app|link|site)\b\S*)",
+                   re.IGNORECASE)
+_LINK_BAIT = re.compile(r"(?:secure|login|verify|reset|sso|account|update|support|claim)", re.IGNORECASE)
+# A sender that is a phone number or an unnamed service address, not a contact's name.
+_UNKNOWN_SENDER = re.compile(r"^\s*(?:\+?[\d\s().-]{6,}|[\w.-]*(?:support|noreply|no-reply|helpdesk|admin|security|"
+                             r"service|alert|notification)[\w.-]*)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Suspicion:
+    message_id: str
+    sender: str
+    kind: str  # "injection" or "scam"
+    signals: tuple[str, ...]
+    wants: tuple[str, ...]  # what it asks for, in plain words: "a verification code", "a click on its link"
+
+    def describe(self) -> str:
+        if self.kind == "injection":
+            what = "is suspicious: it tries to give Tidings instructions, so it was ignored"
+        else:
+            what = "looks like a scam or phishing"
+        asks = f" It asks for {' and '.join(self.wants)}; don't give it." if self.wants else ""
+        return f"A message from {self.sender} {what}.{asks}"
+
+
+def _wants(text: str) -> tuple[str, ...]:
+    wants = []
+    if match := _CREDENTIAL.search(text):
+        found = match.group(0).lower()
+        wants.append("your password" if "password" in found else "a code" if "code" in found or "pin" in found
+                     else "your personal details")
+    if _LINK.search(text):
+        wants.append("a click on its link")
+    if re.search(r"\breply\w*\s+(?:with\s+)?(?:yes|y|stop)\b", text, re.IGNORECASE):
+        wants.append("a reply")
+    return tuple(dict.fromkeys(wants))
+
+
+def suspicion(message: Message) -> Suspicion | None:
+    """Why `message` must not be trusted, or None."""
+    text = message.text
+    if _INJECTION.search(text):
+        return Suspicion(message.id, message.sender, "injection", ("instructions aimed at the summarizer",),
+                         _wants(text))
+    signals = []
+    unknown = bool(_UNKNOWN_SENDER.match(message.sender))
+    if unknown:
+        signals.append("sender is not a contact's name")
+    if _CREDENTIAL.search(text):
+        signals.append("asks for a code or password")
+    if _THREAT.search(text):
+        signals.append("threatens or hurries")
+    if _PRIZE.search(text):
+        signals.append("promises a prize")
+    links = _LINK.findall(text)
+    if any(_LINK_BAIT.search(link) for link in links):
+        signals.append("links to a login-like site")
+    # One signal is everyday ("reset your password at work"); scams combine them.
+    if len(signals) >= 2 and (unknown or len(signals) >= 3):
+        return Suspicion(message.id, message.sender, "scam", tuple(signals), _wants(text))
+    return None
+
+
+def suspicions(messages: Sequence[Message]) -> list[Suspicion]:
+    """One per untrusted message; a flagged sender's other messages (its link, its deadline) are flagged too."""
+    flagged: list[Suspicion] = []
+    kinds: dict[str, str] = {}
+    for message in messages:
+        found = suspicion(message)
+        if found is None and message.sender in kinds:
+            found = Suspicion(message.id, message.sender, kinds[message.sender], (), _wants(message.text))
+        if found is not None:
+            kinds.setdefault(message.sender, found.kind)
+            flagged.append(found)
+    return flagged
+
+
+def warning(flagged: Sequence[Suspicion]) -> str:
+    """What the wearer hears about the untrusted messages: one sentence or two per sender."""
+    by_sender: dict[str, Suspicion] = {}
+    for s in flagged:
+        first = by_sender.setdefault(s.sender, s)
+        by_sender[s.sender] = Suspicion(first.message_id, s.sender, first.kind,
+                                        tuple(dict.fromkeys(first.signals + s.signals)),
+                                        tuple(dict.fromkeys(first.wants + s.wants)))
+    return " ".join(s.describe() for s in by_sender.values())

@@ -1,0 +1,58 @@
+"""Every check a model draft must pass before the wearer hears it, cheapest first.
+
+length and prompt echo, then grounding (every name, number, time and date is in the
+messages), then relations (who does what, negation, asks, superseded values). The
+first check that fails names itself in the rejection, so `rejected` in a summary's
+record says exactly why a draft was turned down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tidings.device.llm.prompts import SUMMARY_TASK
+from tidings.device.messages import Message
+from tidings.device.summary.grounding import check_grounding
+from tidings.device.summary.relations import check_relations
+from tidings.device.summary.wearer import Wearer
+
+_SPEAKER_LINE = re.compile(r"^\s*[^\s:]{1,40}:\s", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    check: str  # "length", "echo", "grounding", "ask", "subject", "negation", "superseded", "voice"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.detail}"
+
+
+_ADDRESSED = re.compile(r"\b(?:you|your|yours)\b", re.IGNORECASE)
+
+
+def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(), *, min_words: int = 3,
+             max_words: int = 60, asks_wearer: bool = False) -> Rejection | None:
+    """None if `draft` may be spoken as a summary of `messages`, else the first check it fails.
+
+    `asks_wearer`: the messages ask the wearer something, so a summary that does not
+    say so to them ("... asks you ...") has dropped the one thing they must hear.
+    """
+    words = draft.split()
+    if len(words) < min_words:
+        return Rejection("length", f"too short: {draft!r}")
+    if len(words) > max_words:
+        return Rejection("length", f"too long: {len(words)} words")
+    if SUMMARY_TASK[:30] in draft or _SPEAKER_LINE.search(draft):
+        return Rejection("echo", "echoes the prompt instead of summarizing")
+    report = check_grounding(draft, messages)
+    if not report.ok:
+        return Rejection("grounding", "not in the messages: " + ", ".join(report.unsupported))
+    if asks_wearer and not _ADDRESSED.search(draft):
+        return Rejection("ask", "the messages ask you something; the draft does not say so")
+    if problems := check_relations(draft, messages, wearer):
+        first = problems[0]
+        return Rejection(first.check, f"{first.claim!r}: {first.detail}")
+    return None

@@ -1,0 +1,62 @@
+"""Read a short thread as it was written: no summary can be shorter or more faithful.
+
+Each sender's run of messages is read under their name ("Mom: ..."), the wearer's own
+as "You: ...", and a message that opens by naming the wearer ("Alex, could you do
+it?") is said to be to them ("Mom, to you: could you do it?"). Text is cleaned for
+speech (links, emoji, attachments) and otherwise left exactly as sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from tidings.device.messages import Message
+from tidings.device.summary.spoken import for_speech
+from tidings.device.summary.wearer import Wearer
+
+_ENDS_SENTENCE = re.compile(r"[.!?…。！？]['\")\]]*$")
+
+
+def word_count(messages: Sequence[Message]) -> int:
+    return sum(len(m.text.split()) for m in messages)
+
+
+def strip_vocative(text: str, wearer: Wearer) -> tuple[bool, str]:
+    """(True, the rest) when `text` opens by addressing the wearer: "Alex, ...", "@Alex ...", "Hi Alex! ..."."""
+    pattern = wearer.pattern()
+    if pattern is None:
+        return False, text
+    opening = re.match(rf"^\s*(?:(?:hi|hey|hello|dear|yo)\s+)?(?:{pattern.pattern})\s*[,!:;.-]?\s+", text, re.IGNORECASE)
+    if opening is None:
+        return False, text
+    rest = text[opening.end():]
+    return True, rest[:1].upper() + rest[1:]
+
+
+def _sentence(text: str) -> str:
+    return text if _ENDS_SENTENCE.search(text) else text + "."
+
+
+def read_verbatim(messages: Sequence[Message], wearer: Wearer = Wearer()) -> str:
+    parts: list[str] = []
+    last_speaker = None
+    # With one other person in the thread, their questions can only be to the wearer.
+    one_to_one = bool(wearer) and len({m.sender for m in messages if not wearer.is_sender(m.sender)}) == 1
+    for message in messages:
+        mine = wearer.is_sender(message.sender)
+        to_wearer, text = (False, message.text) if mine else strip_vocative(message.text, wearer)
+        text = for_speech(text)
+        if not text:
+            continue
+        speaker = "You" if mine else " ".join(message.sender.split()) or "Someone"
+        if not mine and (to_wearer or one_to_one) and "?" in text:
+            label, to_wearer = f"{speaker} asks you", True
+        else:
+            label = f"{speaker}, to you" if to_wearer else speaker
+        if speaker == last_speaker and not to_wearer:
+            parts.append(_sentence(text))
+        else:
+            parts.append(f"{label}: {_sentence(text)}")
+        last_speaker = speaker
+    return " ".join(parts)

@@ -1,0 +1,92 @@
+"""The relation-level validator: each check turns down a wrong draft and lets the right one through.
+
+The wrong drafts are what the shipped model said about the demo feed before this
+validator existed (quoted in the issue that introduced it), and typical errors of small
+dialogue summarizers; the right ones are what a careful reader of the thread would say.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tidings.device.messages import parse_lines
+from tidings.device.summary.relations import check_relations, stale_values
+from tidings.device.summary.validators import validate
+from tidings.device.summary.wearer import Wearer
+
+DEMO = Path(__file__).resolve().parents[1] / "device" / "demo_feed.jsonl"
+ALEX = Wearer("Alex")
+
+
+def demo(thread: str):
+    return [m for m in parse_lines(DEMO.read_text().splitlines()) if m.thread == thread]
+
+
+def checks(draft: str, thread: str, wearer: Wearer = ALEX) -> list[str]:
+    return [p.check for p in check_relations(draft, demo(thread), wearer)]
+
+
+# (thread, the model's wrong draft, the check that must turn it down, a right draft)
+CASES = [
+    ("friday-dinner", "Alex booked a table for 4 at 8pm under his name.", "subject",
+     "Sam booked a table for 4 at 8pm under his name; Kevin asks if you are in."),
+    ("friday-dinner", "Sam booked a table for 4 at 7pm.", "superseded",
+     "Sam booked a table for 4 at 8pm because 7 was full."),
+    ("family", "Mom asks you to pick up Lily at 5:30 and Alex will wait at the north gate.", "subject",
+     "Mom asks you to pick up Lily at 5:30; she'll wait at the north gate."),
+    ("family", "You will pick up Lily at 5:30.", "ask",
+     "Mom asks if you can pick up Lily at 5:30; Dad can't."),
+    ("family", "Dad can pick up Lily at 5:30.", "negation",
+     "Dad can't pick up Lily; his train gets in at 6:15."),
+    ("roadmap", "Tom will send Priya the updated Q3 slides by Thursday.", "subject",
+     "Tom asks you to send him the updated Q3 slides by Thursday."),
+    ("roadmap", "Priya asks you to send the updated Q3 slides by Thursday.", "ask",
+     "The roadmap review moved to Friday 2pm, and Tom asks you for the Q3 slides by Thursday."),
+    ("roadmap", "The roadmap review is on Thursday at 10am.", "superseded",
+     "The roadmap review moved from Thursday 10am to Friday 2pm."),
+    ("landlord", "You will let the plumber in tomorrow at 9am.", "ask",
+     "Mr. Okafor asks you to confirm someone will be home tomorrow at 9am to let the plumber in."),
+]
+
+
+@pytest.mark.parametrize("thread, wrong, check, right", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_each_check_turns_down_the_wrong_draft_and_passes_the_right_one(thread, wrong, check, right):
+    assert check in checks(wrong, thread), check_relations(wrong, demo(thread), ALEX)
+    assert checks(right, thread) == [], check_relations(right, demo(thread), ALEX)
+
+
+def test_a_draft_in_a_senders_voice_is_turned_down():
+    assert checks("I booked a table for 4 at 8pm.", "friday-dinner") == ["voice"]
+
+
+def test_the_rejection_names_the_check_and_the_claim():
+    rejection = validate("Alex booked a table for 4 at 8pm.", demo("friday-dinner"), ALEX)
+    assert rejection is not None and rejection.check == "subject"
+    assert "Alex booked" in str(rejection) and "sam" in str(rejection)
+
+
+def test_a_thread_that_asks_the_wearer_needs_a_draft_that_says_so():
+    draft = "Mom can't pick up Lily at 5:30 because she is at the dentist."
+    rejection = validate(draft, demo("family"), ALEX, asks_wearer=True)
+    assert rejection is not None and rejection.check == "ask"
+
+
+def test_superseded_values_are_found_in_the_messages_that_hold_them():
+    messages = demo("friday-dinner")
+    stale = stale_values(messages)
+    maria = next(i for i, m in enumerate(messages) if m.sender == "Maria")
+    assert "7pm" in stale[maria]  # "7pm works for me", then "7 was full"
+    assert not any("8pm" in values for values in stale.values())
+
+
+def test_shares_per_person_follow_the_latest_head_count():
+    lines = [
+        {"id": "1", "thread": "t", "sender": "Bram", "text": "5 of us, so 128 each", "sent_at": "2026-11-24T10:00:00"},
+        {"id": "2", "thread": "t", "sender": "Alex", "text": "700/5 = 140 each", "sent_at": "2026-11-24T10:05:00"},
+    ]
+    messages = parse_lines([json.dumps(line) for line in lines])
+    assert [p.check for p in check_relations("Everyone owes you 128 each.", messages, ALEX)] == ["superseded"]
+    assert check_relations("Everyone owes you 140 each.", messages, ALEX) == []
