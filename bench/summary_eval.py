@@ -2,17 +2,21 @@
 
 For every test dialogue, in the same run:
 
-* adapter: the base model with the task adapter, greedy: the summarizer's first draft;
-* device: what the wearer hears: that draft if it passes the checks, else a
-  sampled retry, else the extractive summary (the summarizer's own logic);
+* adapter: the base model with the task adapter: the summarizer's first draft (beam search),
+  for every dialogue, also those the device reads verbatim;
+* device: what the wearer hears, by the summarizer's own plan with no wearer configured
+  (third person): verbatim for a dialogue as short as a summary, else that draft if it
+  passes every validator, else a sampled retry, else the fallback;
 * base: the same prompt on the bare base model (baseline);
-* extractive: the extractive summary alone (baseline).
+* fallback: the fallback summary alone (baseline).
 
 ROUGE-1/2/L F1 (Google's rouge-score, stemming on) against the human
 references, the share of summaries passing the grounding validator, and
 published scores to place them among. Writes JSON, per-dialogue JSONL and a PNG.
 
     python -m tidings.bench.summary_eval --adapter models/adapters/tidings-task/adapter.gguf
+
+A stopped run resumes where it stopped: finished dialogues are kept in OUT/summary_quality.partial.jsonl.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ PUBLISHED = {  # SAMSum test, ROUGE-1/2/L
     "bart-base fine-tuned": (44.2, 21.0, 37.5),
     "flan-t5-base fine-tuned": (47.4, 24.0, 40.1),
 }
-VARIANTS = ("device", "base", "extractive")  # "device" also yields "adapter"
+VARIANTS = ("device", "base", "fallback")  # "device" also yields "adapter"
 
 
 def score(scorer: rouge_scorer.RougeScorer, rows: list[dict], variant: str) -> dict:
@@ -56,22 +60,33 @@ def score(scorer: rouge_scorer.RougeScorer, rows: list[dict], variant: str) -> d
 
 
 def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: int,
-        model: str = DEFAULT_MODEL) -> tuple[dict, list[dict]]:
+        model: str = DEFAULT_MODEL, checkpoint: Path | None = None) -> tuple[dict, list[dict]]:
+    """Every dialogue's row is appended to `checkpoint` as it is done; a rerun skips the rows already there."""
     config = Config()
     model = resolve_model(model, config.model.cache_dir)
     dialogues = load_samsum(DATA_DIR / "samsum_test.json")[:limit]
     engine = Engine(model, EngineConfig(n_ctx=2048, n_threads=threads))
     engine.load_adapter(adapter, "task")
     summarizer = Summarizer(SummarizerConfig(), engine)
+    done: dict[str, dict] = {}
+    if checkpoint is not None and checkpoint.is_file():
+        for line in checkpoint.read_text().splitlines():
+            row = json.loads(line)
+            if all(v in row for v in variants):
+                done[row["id"]] = row
+    saving = checkpoint.open("a") if checkpoint is not None else None
     rows: list[dict] = []
     timings: dict[str, list[float]] = {v: [] for v in variants}
-    for dialogue in tqdm(dialogues, desc="SAMSum test", unit="dialogue"):
+    for dialogue in tqdm(dialogues, desc="SAMSum test", unit="dialogue", initial=0):
+        if dialogue.id in done:
+            rows.append(done[dialogue.id])
+            continue
         messages = list(dialogue.messages)
         row: dict = {"id": dialogue.id, "reference": dialogue.summary}
         prompt = summary_prompt(engine.prompt_format, render_dialogue(messages))
         for variant in variants:
             started = time.perf_counter()
-            if variant == "extractive":
+            if variant == "fallback":
                 text = fallback_summary(messages, summarizer.config.fallback_max_words)
             elif variant == "base":
                 engine.set_adapters({})
@@ -82,12 +97,18 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
                 outcome = summarizer.summary_text(messages)
                 text = outcome.text
                 row["device_source"] = outcome.source
-                row["adapter"] = " ".join(outcome.drafts[0].split())
+                draft = outcome.drafts[0] if outcome.drafts else summarizer.model_summary(messages, temperature=0.0)
+                row["adapter"] = " ".join(draft.split())
                 row["adapter_grounded"] = check_grounding(row["adapter"], messages).ok
             timings[variant].append(time.perf_counter() - started)
             row[variant] = " ".join(text.split())
             row[f"{variant}_grounded"] = check_grounding(row[variant], messages).ok
         rows.append(row)
+        if saving is not None:
+            saving.write(json.dumps(row, ensure_ascii=False) + "\n")
+            saving.flush()
+    if saving is not None:
+        saving.close()
     engine.close()
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     report = {
@@ -98,12 +119,14 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
         "decoding": {"device": f"{summarizer.config.summary_beams} beams, length penalty "
                                f"{summarizer.config.summary_length_penalty}", "base": "greedy"},
         "rouge": "rouge-score 0.1.2, F1, use_stemmer=True, x100",
-        "results": {v: score(scorer, rows, v) | {"seconds_p50": statistics.median(timings[v])} for v in variants},
+        "results": {v: score(scorer, rows, v) | {"seconds_p50": statistics.median(timings[v]) if timings[v] else None}
+                    for v in variants},
         "published": {k: dict(zip(("rouge1", "rouge2", "rougeL"), v)) for k, v in PUBLISHED.items()},
     }
     if "device" in variants:
         report["results"]["adapter"] = score(scorer, rows, "adapter")
-        report["results"]["device"]["model_share"] = statistics.fmean(r["device_source"] == "model" for r in rows)
+        for source in ("model", "verbatim", "fallback"):
+            report["results"]["device"][f"{source}_share"] = statistics.fmean(r["device_source"] == source for r in rows)
     return report, rows
 
 
@@ -138,14 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
-    report, rows = run(args.adapter, args.limit, variants, args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "summary_quality" + (f"_first{args.limit}" if args.limit else "")
+    report, rows = run(args.adapter, args.limit, variants, args.threads,
+                       checkpoint=args.out / f"{stem}.partial.jsonl")
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     with (args.out / f"{stem}.jsonl").open("w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     plot(report, args.out / f"{stem}.png")
+    (args.out / f"{stem}.partial.jsonl").unlink()
     print(f"{'variant':<12} {'R-1':>6} {'R-2':>6} {'R-L':>6} {'grounded':>9} {'words':>6}")
     for name, r in report["results"].items():
         print(f"{name:<12} {r['rouge1']:6.1f} {r['rouge2']:6.1f} {r['rougeL']:6.1f} {r['grounded_share']:9.1%} "

@@ -333,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="tidings: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="tidings: %(message)s", stream=sys.stderr)
+    # -v shows what the agent does, llama.cpp's own log included; without it, only warnings.
+    logging.getLogger("tidings").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         config = load_config(args.config)
         if args.store:

@@ -1,4 +1,4 @@
-"""The summarizer's model path on the real engine: folding, validation, retry, fallback."""
+"""The summary plan on the real engine: verbatim, folding, validation, retry, fallback."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tidings.device.llm.engine import Engine
 from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
 from tidings.device.summary.summarizer import Summarizer
+from tidings.device.summary.wearer import Wearer
 
 pytestmark = pytest.mark.model
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -56,10 +57,10 @@ def test_a_rolling_summary_carries_each_piece_into_the_next_prompt(engine: Engin
     assert "Item 29" in prompts[-1] and "Item 29" not in prompts[0]
 
 
-def test_drafts_that_fail_validation_are_retried_then_replaced_by_the_extractive_summary(engine: Engine):
-    summarizer = Summarizer(SummarizerConfig(max_summary_words=2, retries=1), engine)
+def test_drafts_that_fail_validation_are_retried_then_replaced_by_the_fallback(engine: Engine):
+    summarizer = Summarizer(SummarizerConfig(max_summary_words=2, retries=1, verbatim_max_words=0), engine)
     summary = summarizer.summarize("t", PICKUP)
-    assert summary.source == "extractive"
+    assert summary.source == "fallback"
     assert len(summary.rejected) == 2
     assert check_grounding(summary.summary, PICKUP).ok
     assert summary.needs_reply and 2 <= len(summary.suggestions) <= 3
@@ -74,16 +75,18 @@ def test_a_summary_made_whole_is_beam_searched_and_its_sampled_retry_is_not(engi
         return real_complete(prompt, **kwargs)
 
     monkeypatch.setattr(engine, "complete", recording_complete)
-    config = SummarizerConfig(max_summary_words=2, retries=1, max_summary_tokens=24, summary_beams=3)
+    config = SummarizerConfig(max_summary_words=2, retries=1, max_summary_tokens=24, summary_beams=3,
+                              verbatim_max_words=0)
     outcome = Summarizer(config, engine).summary_text(PICKUP)
     assert calls == [(0.0, 3), (0.7, 1)]
     assert len(outcome.drafts) == 2 and outcome.drafts[0]
 
 
 @pytest.mark.parametrize("draft, problem", [
-    ("Mom asks Gregory to pick up Lily at 5:30.", "not grounded"),
-    ("Mom asks Alex to pick up Lily at 7:30.", "not grounded"),
-    ("Mom asks Alex to pick up 3 kids at 5:30.", "not grounded"),
+    ("Mom asks Gregory to pick up Lily at 5:30.", "grounding: not in the messages: Gregory"),
+    ("Mom asks Alex to pick up Lily at 7:30.", "grounding: not in the messages: 7:30"),
+    ("Mom asks Alex to pick up 3 kids at 5:30.", "grounding: not in the messages: 3"),
+    ("Dad will pick up Lily at 5:30.", "negation: 'Dad will pick up Lily at 5:30.'"),
     ("Mom: Can someone pick up Lily at 5:30 today?", "echoes the prompt"),
     ("Summarize this chat in one or two sentences: who wants what.", "echoes the prompt"),
     ("Lily.", "too short"),
@@ -96,11 +99,20 @@ def test_bad_drafts_are_named_for_what_is_wrong(draft, problem):
 def test_a_faithful_draft_passes():
     draft = "Mom asks Alex to pick up Lily at 5:30 today because Dad's train gets in at 6:15."
     assert Summarizer(SummarizerConfig()).problem_with(draft, PICKUP) is None
+    said_to_alex = "Mom asks you to pick up Lily at 5:30 today; Dad can't, and she'll wait at the north gate."
+    assert Summarizer(SummarizerConfig(), wearer=Wearer("Alex")).problem_with(said_to_alex, PICKUP) is None
 
 
-def test_without_an_engine_every_summary_is_extractive_and_says_so():
-    summary = Summarizer(SummarizerConfig(wearer="Alex")).summarize("family", PICKUP)
-    assert summary.source == "extractive" and summary.rejected == ()
+def test_a_thread_as_short_as_a_summary_is_read_verbatim_to_the_wearer():
+    summary = Summarizer(SummarizerConfig(), wearer=Wearer("Alex")).summarize("family", PICKUP)
+    assert summary.source == "verbatim"
+    assert summary.summary == ("Mom: Can someone pick up Lily at 5:30 today? Dad: I can't, my train gets in at 6:15. "
+                               "Mom asks you: Could you do it? She'll wait at the north gate.")
+
+
+def test_without_an_engine_every_summary_is_verbatim_or_fallback_and_says_so():
+    summary = Summarizer(SummarizerConfig(verbatim_max_words=0), wearer=Wearer("Alex")).summarize("family", PICKUP)
+    assert summary.source == "fallback" and summary.rejected == ()
     assert summary.senders == ("Mom", "Dad")
     assert summary.suggestions_source == "template"
     assert summary.to_json()["message_ids"] == ["m0", "m1", "m2"]

@@ -21,6 +21,8 @@ adapters trained on the full model apply unchanged.
 from __future__ import annotations
 
 import ctypes
+import functools
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -75,8 +77,28 @@ def detect_prompt_format(metadata: dict[str, str], default: str | None) -> Promp
     raise ValueError("cannot tell this model's prompt format: it has no chat template Tidings knows")
 
 
+llama_log = logging.getLogger("tidings.llama")
+_GGML_LOG_ERROR = 4  # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+
+
+@llama_cpp.llama_log_callback
+def _to_python_logging(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp warns about every adapter tensor it cannot repack and sizes every cache:
+    # news to an engineer at -v, noise to a wearer. Errors (ggml level 4) are always logged.
+    message = text.decode("utf-8", "replace").rstrip()
+    if message:
+        llama_log.log(logging.ERROR if level == _GGML_LOG_ERROR else logging.DEBUG, "%s", message)
+
+
+@functools.cache
+def route_llama_logs() -> None:
+    """llama.cpp and ggml log through Python's logging ("tidings.llama"), not straight to stderr."""
+    llama_cpp.llama_log_set(_to_python_logging, ctypes.c_void_p(0))
+
+
 class Engine:
     def __init__(self, model: ModelFile, config: EngineConfig = EngineConfig()) -> None:
+        route_llama_logs()
         started = time.perf_counter()
         threads = config.n_threads or _cpu_count()
         self.model = model
