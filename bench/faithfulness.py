@@ -24,7 +24,8 @@ Prints the figures per suite and per path (verbatim, model, fallback), every wro
 missing fact, and writes OUT/faithfulness.json:
 
     {date, wall_s, config, suites: {name: {threads, faithful, complete, yesno_asked, yesno_usable,
-      faithful_rate, complete_rate, injected_claims_stated, by_source {source: {threads, faithful, complete}},
+      faithful_rate, complete_rate, untrusted_threads, injected_claims_stated,
+      by_source {source: {threads, faithful, complete}}, rejections_by_check {check: drafts},
       results: [{thread, source, summary, suggestions, faithful, complete, wrong, missing, rejected}]}}}
 
     python -m tidings.bench.faithfulness                       # dev suite
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -60,9 +62,11 @@ YES = re.compile(r"\b(yes|yeah|sure|ok|okay|sounds good|will do|i can|i'll|count
                  r"|on it|definitely|of course|great|perfect)\b", re.I)
 NO = re.compile(r"\b(no|can't|cannot|won't|not|unable|sorry|pass|busy|decline)\b", re.I)
 ADDRESSED = r"\b(you|alex)\b|\byour?\b"
-# A thread whose id names it as carrying an injected instruction or a scam: a summary
-# that matches one of its must_not patterns has stated the injected claim as fact.
-_UNTRUSTED_ID = re.compile(r"inject|phish|scam|spam|code-text|prize|voucher", re.I)
+
+
+def untrusted(thread: Thread) -> bool:
+    """A thread holding a scam or an injected instruction: one of its facts is that it must be flagged."""
+    return any("phish" in pattern or "scam" in pattern for group in thread.must for pattern in group)
 
 
 @dataclass(frozen=True)
@@ -179,8 +183,12 @@ def evaluate(threads: list[Thread], outputs: dict[str, dict]) -> dict:
         "complete_rate": sum(r["complete"] for r in results) / n,
         "yesno_asked": len(asked),
         "yesno_usable": sum(bool(r["usable"]) for r in asked),
-        "injected_claims_stated": sum(1 for r in results if _UNTRUSTED_ID.search(r["thread"]) and r["wrong"]),
+        # A wrong claim in a thread with a scam or injected instruction is that message's claim stated as fact.
+        "untrusted_threads": sum(untrusted(t) for t in threads),
+        "injected_claims_stated": sum(1 for t, r in zip(threads, results) if untrusted(t) and r["wrong"]),
         "by_source": by_source,
+        # Which validator turned down the model's drafts ("subject", "superseded", ...), over every draft.
+        "rejections_by_check": dict(Counter(r.split(":", 1)[0] for result in results for r in result["rejected"])),
         "results": results,
     }
 
@@ -205,10 +213,13 @@ def report_text(name: str, suite: dict) -> str:
     lines = [f"{name}: faithful {suite['faithful']}/{n} ({100 * suite['faithful_rate']:.1f}%), "
              f"complete {suite['complete']}/{n} ({100 * suite['complete_rate']:.1f}%), "
              f"yes/no reply options usable {suite['yesno_usable']}/{suite['yesno_asked']}, "
-             f"injected claims stated {suite['injected_claims_stated']}"]
+             f"injected claims stated {suite['injected_claims_stated']} (of {suite['untrusted_threads']} untrusted threads)"]
     for source, tally in sorted(suite["by_source"].items()):
         lines.append(f"  {source:>9}: {tally['threads']:2d} threads, faithful {tally['faithful']}, "
                      f"complete {tally['complete']}")
+    if suite["rejections_by_check"]:
+        lines.append("  model drafts turned down by: " + ", ".join(
+            f"{check} {n}" for check, n in sorted(suite["rejections_by_check"].items(), key=lambda kv: -kv[1])))
     for r in suite["results"]:
         if not r["complete"]:
             what = (f"WRONG {r['wrong']}" if r["wrong"] else "") + (f" missing {r['missing']}" if r["missing"] else "")

@@ -25,7 +25,10 @@ One command for the engineer deciding whether Tidings fits their board. In one r
   word, end of the wearer's speech to the read-back (tidings.bench.voice_bench);
 * quality: ROUGE-L on SAMSum test per variant (full mode: the first N test
   dialogues through the device path; quick mode: the last full SAMSum report
-  in bench/results/samsum, if there is one, labelled as such).
+  in bench/results/samsum, if there is one, labelled as such);
+* faithfulness on threads written to a wearer (tidings.bench.faithfulness): faithful,
+  complete and usable yes/no reply options on the dev suite (full mode: also on our own
+  dev threads and the held-out ones), through `tidings summarize --json`.
 
 Board profiles pin the benchmark's processes to a number of cores and cap their
 address space (`--profile pi4|pi5|laptop`). Clock speed and memory bandwidth
@@ -51,9 +54,11 @@ summary table; `--readme README.md` also puts the table into the README. report.
     memory_mb: {base, llm+adapter, stt, tts, vad, beam search (what an announced summary's beam search adds), peak_rss},
     voice: {first_spoken_word_s, readback_s}  (p50/p95/n),
     quality: {variant: {rouge_l, dialogues, source}},
+    faithfulness: {suite: {threads, faithful, complete, faithful_rate, complete_rate, yesno_asked, yesno_usable,
+                   injected_claims_stated, untrusted_threads, by_source}},
     projection: {board, gen_tok_s, derivation} | null,
     headline: generation_ratio_vs_raw, generation_ratio_vs_roofline, peak_rss_mb, first_spoken_word_p95_s,
-              readback_p95_s, rouge_l, lean_vs_full_decode_ratio, lean_vs_full_rss_ratio,
+              readback_p95_s, rouge_l, lean_vs_full_decode_ratio, lean_vs_full_rss_ratio, faithful_rate, complete_rate,
               goals {name: {goal, value, met}},
     wall_s (the run's wall time)
 
@@ -115,6 +120,9 @@ GOALS = {
     "readback_p95_s": ("<=", 1.2),
     "lean_vs_full_decode_ratio": (">=", 1.8),
     "lean_vs_full_rss_ratio": ("<=", 0.6),
+    # What the wearer hears must be right: the faithfulness dev suite (tidings.bench.faithfulness).
+    "faithful_rate": (">=", 0.97),
+    "complete_rate": (">=", 0.70),
 }
 
 
@@ -316,6 +324,15 @@ def measure_quality(models: dict[str, ModelFile], dialogues: int | None) -> dict
     return quality
 
 
+def measure_faithfulness(quick: bool) -> dict:
+    """Faithful / complete / usable reply options on threads written to a wearer, per suite (no per-thread rows)."""
+    from tidings.bench.faithfulness import run as faithfulness
+
+    suites = ["dev"] if quick else ["dev", "own-dev", "held-out"]
+    report = faithfulness(suites, base_config=None)
+    return {name: {k: v for k, v in suite.items() if k != "results"} for name, suite in report["suites"].items()}
+
+
 # -- voice ----------------------------------------------------------------------------------
 
 
@@ -357,6 +374,8 @@ def headline(report: dict) -> dict:
         "first_spoken_word_p95_s": (report.get("voice") or {}).get("first_spoken_word_s", {}).get("p95"),
         "readback_p95_s": (report.get("voice") or {}).get("readback_s", {}).get("p95"),
         "rouge_l": (report["quality"].get("Q4_K_M") or {}).get("rouge_l"),
+        "faithful_rate": ((report.get("faithfulness") or {}).get("dev") or {}).get("faithful_rate"),
+        "complete_rate": ((report.get("faithfulness") or {}).get("dev") or {}).get("complete_rate"),
     }
     full = embedded["threads"][most]
     lean = next((v["threads"][most] for v in report["variants"] if v["name"] == LEAN_LABEL), None)
@@ -497,6 +516,7 @@ def run(quick: bool, profile: Profile, out: Path) -> dict:
     report |= measure_stages(repeats=3 if quick else 10, profile=profile)
     report["voice"] = measure_voice(arrivals=4 if quick else 20, dictations=2 if quick else 10, profile=profile)
     report["quality"] = measure_quality(models, None if quick else 100)
+    report["faithfulness"] = measure_faithfulness(quick)
     report["projection"] = projection(report, profile)
     report["machine"]["load_avg_end"] = os.getloadavg()
     report["headline"] = headline(report)
@@ -565,6 +585,12 @@ def results_markdown(report: dict, out: Path) -> str:
     if quality:
         lines.append(f"| ROUGE-L, SAMSum test ({quality['source']}, {quality['dialogues']} dialogues) | "
                      f"{quality['rouge_l']:.1f} | |")
+    for name, suite in (report.get("faithfulness") or {}).items():
+        lines.append(f"| wearer threads ({name}, {suite['threads']}): faithful / complete / yes-no options usable | "
+                     f"{suite['faithful_rate']:.1%} / {suite['complete_rate']:.1%} / "
+                     f"{suite['yesno_usable']}/{suite['yesno_asked']} | "
+                     + (f"{_verdict(goals['faithful_rate'])}; {_verdict(goals['complete_rate'])} |" if name == "dev"
+                        else "|"))
     stages = report["stages"]
     lines.append("| stages p50: prompt eval / generation ({} tokens) / STT / TTS first audio | {} s | |".format(
         report.get("generated_tokens", "?"), " / ".join(f"{stages[k]['p50']:.2f}" for k in

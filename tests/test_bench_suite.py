@@ -116,7 +116,9 @@ def test_the_results_table_reports_each_goal_with_its_verdict(tmp_path):
               "variants": [{"name": "Q4_K_M", "threads": {2: speed}}],
               "memory_mb": {"base": 60.0, "llm+adapter": 170.0, "peak_rss": 650.0},
               "stages": {k: {"p50": 0.1} for k in ("prompt_eval_s", "generation_s", "stt_s", "tts_first_audio_s")},
-              "generated_tokens": 32, "voice": {"readback_s": {"p95": 1.1}}, "quality": {}}
+              "generated_tokens": 32, "voice": {"readback_s": {"p95": 1.1}}, "quality": {},
+              "faithfulness": {"dev": {"threads": 40, "faithful_rate": 0.975, "complete_rate": 0.6,
+                                       "yesno_usable": 9, "yesno_asked": 29}}}
     report["headline"] = headline(report)
     table = results_markdown(report, tmp_path)
     assert "`tidings bench --quick --out " in table and "(1.5 min)" in table and "25.0 GB/s with 2" in table
@@ -125,6 +127,7 @@ def test_the_results_table_reports_each_goal_with_its_verdict(tmp_path):
     assert "| 650 MB | ≤ 600: **not met** |" in table
     assert "| message arrival → first spoken word, p95 | n/a | ≤ 0.8: not measured |" in table
     assert "| 1.10 s | ≤ 1.2: met |" in table
+    assert "| 97.5% / 60.0% / 9/29 | ≥ 0.97: met; ≥ 0.7: **not met** |" in table
 
 
 def test_the_decode_profile_charges_each_weight_matrix_to_its_group(embedded_model):

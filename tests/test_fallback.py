@@ -16,6 +16,7 @@ except ImportError:  # the property test below is skipped; everything else still
 
 from tidings.device.summary.fallback import fallback_summary
 from tidings.device.summary.grounding import check_grounding
+from tidings.device.summary.wearer import Wearer
 from tidings.device.messages import Message
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -139,3 +140,27 @@ def test_property_fallback_output_is_always_grounded():
         assert check_grounding(summary, msgs), summary
 
     check()
+
+
+def test_filler_is_cut_but_never_a_yes_no_or_not():
+    msgs = thread(("Ann", "ok so the parcel is inside your door, no need to reply!"), ("Tom", "lol nope, not me"),
+                  ("Priya", "haha yes I'll bring the cake at 5"))
+    summary = fallback_summary(msgs)
+    assert "So the parcel is inside your door, no need to reply!" in summary
+    assert "Nope, not me" in summary and "Yes I'll bring the cake at 5" in summary
+    assert "ok " not in summary.lower() and "lol" not in summary and "haha" not in summary
+
+
+def test_a_sentence_whose_time_a_later_message_replaced_is_not_picked():
+    msgs = thread(("Olu", "rehearsal sunday 3pm?"), ("Stellan", "sunday I can only do after 5"),
+                  ("Olu", "ok 5pm then"), ("Olu", "alex, can you bring the small PA?"))
+    summary = fallback_summary(msgs, wearer=Wearer("Alex"))
+    assert "3pm" not in summary and "5pm then" in summary
+    assert "Olu asks you: Can you bring the small PA?" in summary
+
+
+def test_an_ask_put_to_someone_else_is_said_to_be_theirs():
+    msgs = thread(("Ravi", "No worries, Tom you in goal?"), ("Tom", "ok"), ("Ravi", "Alex, could you pick Omar up at 20:00?"))
+    summary = fallback_summary(msgs, wearer=Wearer("Alex"))
+    assert "Ravi asks Tom: No worries, you in goal?" in summary
+    assert "Ravi asks you: Could you pick Omar up at 20:00?" in summary

@@ -47,6 +47,8 @@ CASES = [
      "The roadmap review moved to Friday 2pm, and Tom asks you for the Q3 slides by Thursday."),
     ("roadmap", "The roadmap review is on Thursday at 10am.", "superseded",
      "The roadmap review moved from Thursday 10am to Friday 2pm."),
+    ("family", "Lily will wait at the north gate at 6:15.", "subject",
+     "Lily will wait at the north gate."),
     ("landlord", "You will let the plumber in tomorrow at 9am.", "ask",
      "Mr. Okafor asks you to confirm someone will be home tomorrow at 9am to let the plumber in."),
 ]

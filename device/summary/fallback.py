@@ -71,18 +71,18 @@ _SCORED_CHARS = 1000
 _MIN_SCORE = 1.0
 
 
-# Chat filler in front of what a sentence says: interjections, greetings, thanks.
+# Chat filler in front of what a sentence says: interjections, greetings, thanks. Never "yes", "no" or
+# "not": an answer or a negation is what a sentence says ("no need to reply" must not become "need to reply").
 _FILLER = re.compile(
-    r"^(?:(?:ok(?:ay)?|k|hmm+|ugh+|uh+|oh+|ah+|yes+|yeah+|yep|nope|no+|lol|haha\w*|wow|great|cool|nice|sure|right"
-    r"|well|so|legend|perfect|thanks?(?: you)?|thx|ty|hi|hey|hello|yo|dear \w+|guys|all)\b[\s,.!:;-]*)+",
-    re.IGNORECASE)
+    r"^(?:(?:ok(?:ay)?|k|hmm+|ugh+|uh+|oh+|ah+|argh+|lol|haha\w*|wow|cool|nice|legend|thanks?(?: you)?|thx|ty|hi|hey"
+    r"|hello|yo|guys)\b[\s,.!:;-]*)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class _Unit:
     order: tuple[int, int]  # (message position, sentence position): chronology
     sender: str
-    label: str  # how the sender is said: "Mom", "You", "Mom, to you"
+    to: str | None  # whom the sentence is put to: "you" (the wearer), another's name, or nobody in particular
     question: bool
     text: str
     words: int
@@ -104,14 +104,26 @@ def _score(text: str, position: float) -> tuple[float, frozenset[str]]:
     return score + 0.5 * position, content
 
 
+def _others_addressed(thread: Sequence[Message]) -> dict[str, re.Pattern[str]]:
+    """Per sender, a pattern for the first names of everyone else, as they open an ask: "Tom, you in goal?"."""
+    names = {m.sender: m.sender.split()[0] for m in thread if m.sender.split()}
+    patterns = {}
+    for sender in names:
+        others = sorted({re.escape(n) for s, n in names.items() if s != sender and len(n) > 1}, key=len, reverse=True)
+        if others:
+            patterns[sender] = re.compile(rf"(?:^|(?<=[,;:]\s))@?({'|'.join(others)})\b,?\s+(?=(?:you|u|can|could|would"
+                                          rf"|will|pls|please|are|r|do)\b)", re.IGNORECASE)
+    return patterns
+
+
 def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
     units: list[_Unit] = []
     stale = stale_values(thread)
+    others_addressed = _others_addressed(thread)
     for i, message in enumerate(thread):
         mine = wearer.is_sender(message.sender)
-        to_wearer, text = (False, message.text) if mine else strip_vocative(message.text, wearer)
         sender = "You" if mine else _sender(message)
-        sentences = [s.strip() for s in _SENTENCE_BREAK.split(text)]
+        sentences = [s.strip() for s in _SENTENCE_BREAK.split(message.text)]
         indexed = [(j, s) for j, s in enumerate(sentences) if s]
         if len(indexed) > 2 * _EDGE_SENTENCES:
             indexed = indexed[:_EDGE_SENTENCES] + indexed[-_EDGE_SENTENCES:]
@@ -121,7 +133,13 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             if any(value in sentence for value in stale.get(i, ())):
                 continue
             # Only a sentence's opening can be read within the word budget: only it is cleaned.
-            sentence = for_speech(_FILLER.sub("", sentence[:4 * _SCORED_CHARS])).strip()
+            sentence = _FILLER.sub("", sentence[:4 * _SCORED_CHARS])
+            to_wearer, sentence = (False, sentence) if mine else strip_vocative(sentence, wearer)
+            to = "you" if to_wearer else None
+            if to is None and (pattern := others_addressed.get(message.sender)) is not None:
+                if (named := pattern.search(sentence)) is not None:
+                    to, sentence = named.group(1), sentence[:named.start()] + sentence[named.end():]
+            sentence = for_speech(_FILLER.sub("", sentence)).strip(" ,;")
             words = sentence.split()
             if len(words) < 2 or max(map(len, words)) > _MAX_TOKEN_CHARS:
                 continue
@@ -130,8 +148,7 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             score += 1.0 * (answers and j == indexed[0][0] and len(words) >= 3)
             # The latest messages hold the plan as it stands; the wearer's own words they know.
             score += 1.5 * (i / max(len(thread) - 1, 1)) - 1.0 * mine
-            label = f"{sender}, to you" if to_wearer and j == indexed[0][0] else sender
-            units.append(_Unit((i, j), sender, label, bool(_QUESTION.search(sentence)), sentence, len(words),
+            units.append(_Unit((i, j), sender, to, bool(_QUESTION.search(sentence)), sentence, len(words),
                                content, score))
     return units
 
@@ -186,10 +203,10 @@ def _select(units: list[_Unit], max_words: int) -> list[tuple[_Unit, str]]:
 
 
 def _label(unit: _Unit) -> str:
-    """How a unit is attributed when it opens a run: "Mom:", "Mom asks you:", "You:"."""
+    """How a unit is attributed when it opens a run: "Mom:", "Mom asks you:", "Ravi asks Tom:", "You:"."""
     if unit.question and unit.sender != "You":
-        return f"{unit.sender} asks{' you' if unit.label != unit.sender else ''}:"
-    return f"{unit.label}:"
+        return f"{unit.sender} asks{f' {unit.to}' if unit.to else ''}:"
+    return f"{unit.sender}, to {unit.to}:" if unit.to else f"{unit.sender}:"
 
 
 def _render(chosen: list[tuple[_Unit, str]]) -> str:
@@ -198,7 +215,7 @@ def _render(chosen: list[tuple[_Unit, str]]) -> str:
     for unit, text in chosen:
         if not _ENDS_SENTENCE.search(text):
             text = text.rstrip(",;:-– ") + "."
-        if unit.sender == last_sender and unit.label == unit.sender and not unit.question:
+        if unit.sender == last_sender and unit.to is None and not unit.question:
             parts.append(text)
         else:
             parts.append(f"{_label(unit)} {text}")

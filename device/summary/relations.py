@@ -60,6 +60,7 @@ _LIGHT_VERBS = {"be", "have", "do", "say", "know", "think", "hope", "see", "look
                 "offer", "agree", "plan", "try", "decide", "note", "add", "explain", "share", "ask", "want",
                 "need", "wonder", "check", "request", "tell", "remind", "invite", "expect", "will", "would",
                 "can", "could", "should", "may", "might", "must", "shall", "go"}
+_ANYONE_WORDS = {"someone", "somebody", "anyone", "anybody", "everyone", "everybody", "who", "guys", "all"}
 _QUESTION_END = re.compile(r"\?\s*$")
 # A refusal that leaves out what it refuses: "I can't", "not me", "can't make it".
 _ELLIPTIC_REFUSAL = re.compile(r"^\W*(?:(?:i|we)\s+)?(?:can['’]?t|cannot|won['’]?t|couldn['’]?t|am not able)\b"
@@ -75,9 +76,11 @@ _OLD_BEFORE = re.compile(r"(?:\b(?:not|instead of|rather than|no longer|original
 _OLD_AFTER = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:was|is|were|are|got)\s+(?:just\s+|already\s+|now\s+|fully\s+)?"
                         r"(?:full|taken|booked|gone|closed|cancell?ed|off|out)\b|^\W*(?:\w+\W+){0,1}?(?:doesn['’]t|does not|won['’]t|no longer) work",
                         re.IGNORECASE)
-# Said in the same sentence as a new value, these replace the old one: "let's do 5pm instead", "ok 5pm then".
+# Said in the same sentence as a new value, these replace the old one: "let's do 5pm instead", "ok 5pm then",
+# "booked: 9:32" (of the 7:32 and the 9:32 offered, the one booked stands).
 _CHANGE_CUE = re.compile(r"\b(?:instead|actually|moved?|moving|chang(?:e|ed|ing)|correct(?:ion|ed)|now|rather"
-                         r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|final(?:ly)?|confirmed)\b",
+                         r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|final(?:ly)?|confirmed"
+                         r"|booked|decided|settled|going with|let['’]?s (?:do|go with|say))\b",
                          re.IGNORECASE)
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
@@ -102,6 +105,7 @@ class _Claim:
     target: frozenset[str]  # whom the ask is put to
     text: str
     message: int = -1  # position of its message in the thread, for message claims
+    values: tuple[Value, ...] = ()  # for draft claims: the times, days and amounts in the claim's own clause
 
 
 @functools.cache
@@ -190,9 +194,17 @@ class _Thread:
         self.claims: list[_Claim] = []
         docs = _nlp().pipe([m.text[:4000] for m in self.messages])
         asked_of_others: tuple[str, list[str]] = ("", [])  # the latest ask: its sender and its verbs
+        # Per message: its values, and the people it ties them to (its sender, whoever it names or says "you" to).
+        self.bindings: list[tuple[list[Value], frozenset[str]]] = []
         for index, (message, doc) in enumerate(zip(self.messages, docs)):
             sender = self.people.add(message.sender)
             addressees = self._addressees(message, doc, sender)
+            named = {key for token in doc if (key := self.people.of(token.text)) is not None}
+            if any(token.lower_ in ("you", "u", "your", "ur") for token in doc):
+                named |= addressees - {ANYONE}
+            if any(token.lower_ in _ANYONE_WORDS for token in doc):  # "can someone pick up Lily at 5:30?"
+                named.add(ANYONE)
+            self.bindings.append((values(message.text, message.sent_at), frozenset({sender} | named)))
             for sentence in doc.sents:
                 asks = _sentence_asks(sentence)
                 if _ELLIPTIC_REFUSAL.search(sentence.text) and asked_of_others[0] not in ("", sender):
@@ -261,6 +273,7 @@ def _subject_matches(claim_subjects: frozenset[str], source: _Claim) -> bool:
 
 def _draft_claims(doc, people: _People) -> list[_Claim]:
     claims = []
+    draft_values = [v for v in values(doc.text) if v.kind in _CHECKED_KINDS]
     for verb in _verbs(doc):
         frame = _frame(verb)
         subjects = set()
@@ -273,20 +286,46 @@ def _draft_claims(doc, people: _People) -> list[_Claim]:
                 subjects.add(key)
             elif word in ("i", "we"):
                 subjects.add("\x00first-person")
+            elif word in ("he", "she", "they", "him", "her", "them"):
+                subjects.add(ANYONE)
         asker = None
         target: set[str] = set()
         if frame is not None:
             for token in _subject_tokens(frame):
                 asker = WEARER if token.lower_ == "you" else people.of(token.text)
             target = set(subjects)
+        clause = _own_clause(verb)
+        own = tuple(v for v in draft_values if any(t.idx <= v.start < t.idx + len(t) for t in clause))
         claims.append(_Claim(frozenset(subjects), verb.lemma_.casefold(), _negated(verb), frame is not None,
-                             asker, frozenset(target), doc[verb.left_edge.i:verb.right_edge.i + 1].text))
+                             asker, frozenset(target), doc[verb.left_edge.i:verb.right_edge.i + 1].text, values=own))
     return claims
+
+
+def _own_clause(verb) -> list:
+    """The verb's tokens, without the clauses inside it that have a subject of their own
+    ("Mom asks you to pick up Lily *because Dad's train gets in at 6:15*")."""
+    inner = [t for t in verb.subtree if t is not verb and t.pos_ in ("VERB", "AUX") and _subject_tokens(t)]
+    skip = {t.i for c in inner for t in c.subtree}
+    return [t for t in verb.subtree if t.i not in skip]
 
 
 def _check_claim(claim: _Claim, thread: _Thread) -> Problem | None:
     if "\x00first-person" in claim.subjects:
         return Problem("voice", claim.text, "speaks as 'I' or 'we' instead of naming who")
+    return _check_action(claim, thread) or _check_particulars(claim, thread)
+
+
+def _check_particulars(claim: _Claim, thread: _Thread) -> Problem | None:
+    """A time or amount said of a person must come from a message of theirs, to them or naming them."""
+    people = claim.subjects - {ANYONE}
+    for value in claim.values if people else ():
+        tied = [who for found, who in thread.bindings if any(same_value(v, value) for v in found)]
+        if tied and not any(people & who or ANYONE in who for who in tied):
+            return Problem("subject", claim.text, f"no message ties {value.text!r} to them")
+    return None
+
+
+def _check_action(claim: _Claim, thread: _Thread) -> Problem | None:
     if not claim.subjects or claim.verb in _LIGHT_VERBS:
         return None
     candidates = thread.supporting(claim.verb)

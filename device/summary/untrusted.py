@@ -30,11 +30,15 @@ _CREDENTIAL = re.compile(
     r"|\b(?:reset|verify|confirm) your (?:password|identity|account|details)\b", re.IGNORECASE)
 _THREAT = re.compile(
     r"\b(?:suspend\w*|restrict\w*|locked|blocked|cancell?ation|deactivat\w*|frozen|unusual (?:sign-?in|activity)"
-    r"|within \d+ (?:minutes|hours)|right away|immediately|final notice)\b", re.IGNORECASE)
+    r"|within \d+ ?(?:minutes|mins?|hours|hrs?|h)|right away|immediately|final notice|returned to (?:the )?sender"
+    r"|will be (?:returned|destroyed|disposed))\b", re.IGNORECASE)
+# A fee, a payment or a transfer asked for: with a link or a stranger's number, the classic delivery scam.
+_PAYMENT = re.compile(r"\b(?:pay|payment|fee|outstanding|transfer|send (?:me )?(?:the )?money|top up)\b", re.IGNORECASE)
 _PRIZE = re.compile(r"\b(?:you(?:'ve| have)? won|winner|prize|claim your|free gift|congratulations)\b", re.IGNORECASE)
 _LINK = re.compile(r"\b(?:https?://\S+|www\.\S+|[a-z0-9-]+\.(?:com|net|org|info|top|xyz|io|co|app|link|site)\b\S*)",
                    re.IGNORECASE)
-_LINK_BAIT = re.compile(r"(?:secure|login|verify|reset|sso|account|update|support|claim)", re.IGNORECASE)
+_LINK_BAIT = re.compile(r"(?:secure|login|verify|reset|sso|account|update|support|claim|pay|zoll|customs|track)",
+                        re.IGNORECASE)
 # A sender that is a phone number or an unnamed service address, not a contact's name.
 _UNKNOWN_SENDER = re.compile(r"^\s*(?:\+?[\d\s().-]{6,}|[\w.-]*(?:support|noreply|no-reply|helpdesk|admin|security|"
                              r"service|alert|notification)[\w.-]*)\s*$", re.IGNORECASE)
@@ -63,6 +67,8 @@ def _wants(text: str) -> tuple[str, ...]:
         found = match.group(0).lower()
         wants.append("your password" if "password" in found else "a code" if "code" in found or "pin" in found
                      else "your personal details")
+    if _PAYMENT.search(text):
+        wants.append("a payment")
     if _LINK.search(text):
         wants.append("a click on its link")
     if re.search(r"\breply\w*\s+(?:with\s+)?(?:yes|y|stop)\b", text, re.IGNORECASE):
@@ -89,6 +95,8 @@ def suspicion(message: Message) -> Suspicion | None:
     links = _LINK.findall(text)
     if any(_LINK_BAIT.search(link) for link in links):
         signals.append("links to a login-like site")
+    if _PAYMENT.search(text) and (links or unknown):
+        signals.append("asks for a payment")
     # One signal is everyday ("reset your password at work"); scams combine them.
     if len(signals) >= 2 and (unknown or len(signals) >= 3):
         return Suspicion(message.id, message.sender, "scam", tuple(signals), _wants(text))

@@ -23,15 +23,23 @@ def word_count(messages: Sequence[Message]) -> int:
 
 
 def strip_vocative(text: str, wearer: Wearer) -> tuple[bool, str]:
-    """(True, the rest) when `text` opens by addressing the wearer: "Alex, ...", "@Alex ...", "Hi Alex! ..."."""
+    """(True, the text without it) when a sentence of `text` opens by addressing the wearer: "Alex, ...",
+    "@Alex ...", "Hi Alex! ...", "Perfect. Alex, are you in?"."""
     pattern = wearer.pattern()
     if pattern is None:
         return False, text
-    opening = re.match(rf"^\s*(?:(?:hi|hey|hello|dear|yo)\s+)?(?:{pattern.pattern})\s*[,!:;.-]?\s+", text, re.IGNORECASE)
-    if opening is None:
-        return False, text
-    rest = text[opening.end():]
-    return True, rest[:1].upper() + rest[1:]
+    vocative = re.compile(rf"(^|[.!?…]\s+)\s*(?:(?:hi|hey|hello|dear|yo)\s+)?(?:{pattern.pattern})\s*[,!:;.-]?\s+",
+                          re.IGNORECASE)
+    found = False
+
+    def drop(match: re.Match[str]) -> str:
+        nonlocal found
+        found = True
+        return match.group(1)
+
+    text = vocative.sub(drop, text)
+    text = re.sub(r"(^|[.!?…]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text) if found else text
+    return found, text
 
 
 def _sentence(text: str) -> str:
