@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tidings.device.messages import Message
-from tidings.device.summary.grounding import Value, same_value, values
+from tidings.device.summary.grounding import COMMON_WORDS, Value, same_value, values
 from tidings.device.summary.wearer import Wearer
 
 WEARER = "\x00wearer"  # the person key of the wearer, whatever they are called
@@ -60,6 +60,10 @@ _LIGHT_VERBS = {"be", "have", "do", "say", "know", "think", "hope", "see", "look
                 "offer", "agree", "plan", "try", "decide", "note", "add", "explain", "share", "ask", "want",
                 "need", "wonder", "check", "request", "tell", "remind", "invite", "expect", "will", "would",
                 "can", "could", "should", "may", "might", "must", "shall", "go"}
+_NOT_PEOPLE = COMMON_WORDS | {
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mon", "tue", "wed", "thu", "fri",
+    "sat", "sun", "january", "february", "march", "april", "june", "july", "august", "september", "october",
+    "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}
 _ANYONE_WORDS = {"someone", "somebody", "anyone", "anybody", "everyone", "everybody", "who", "guys", "all"}
 _QUESTION_END = re.compile(r"\?\s*$")
 # A refusal that leaves out what it refuses: "I can't", "not me", "can't make it".
@@ -199,6 +203,9 @@ class _Thread:
         for index, (message, doc) in enumerate(zip(self.messages, docs)):
             sender = self.people.add(message.sender)
             addressees = self._addressees(message, doc, sender)
+            for token in doc:  # the people a message names become people of the thread ("Lily", "Grandpa")
+                if token.pos_ == "PROPN" and token.text[:1].isupper() and token.lower_ not in _NOT_PEOPLE:
+                    self.people.keys.setdefault(_key(token.text), _key(token.text))
             named = {key for token in doc if (key := self.people.of(token.text)) is not None}
             if any(token.lower_ in ("you", "u", "your", "ur") for token in doc):
                 named |= addressees - {ANYONE}
