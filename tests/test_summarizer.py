@@ -58,7 +58,7 @@ def test_a_rolling_summary_carries_each_piece_into_the_next_prompt(engine: Engin
 
 
 def test_drafts_that_fail_validation_are_retried_then_replaced_by_the_fallback(engine: Engine):
-    summarizer = Summarizer(SummarizerConfig(max_summary_words=2, retries=1, verbatim_max_words=0), engine)
+    summarizer = Summarizer(SummarizerConfig(max_summary_words=2, retries=1, verbatim_max_words_no_wearer=0), engine)
     summary = summarizer.summarize("t", PICKUP)
     assert summary.source == "fallback"
     assert len(summary.rejected) == 2
@@ -76,7 +76,7 @@ def test_a_summary_made_whole_is_beam_searched_and_its_sampled_retry_is_not(engi
 
     monkeypatch.setattr(engine, "complete", recording_complete)
     config = SummarizerConfig(max_summary_words=2, retries=1, max_summary_tokens=24, summary_beams=3,
-                              verbatim_max_words=0)
+                              verbatim_max_words_no_wearer=0)
     outcome = Summarizer(config, engine).summary_text(PICKUP)
     assert calls == [(0.0, 3), (0.7, 1)]
     assert len(outcome.drafts) == 2 and outcome.drafts[0]

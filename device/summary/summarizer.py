@@ -130,7 +130,7 @@ class Summarizer:
 
     def plan(self, messages: Sequence[Message]) -> SummaryOutcome:
         """Verbatim when that is short enough, else a model draft that passes every check, else the fallback."""
-        if word_count(messages) <= self.config.verbatim_max_words:
+        if word_count(messages) <= self.verbatim_max_words:
             return SummaryOutcome(read_verbatim(messages, self.wearer), "verbatim", (), ())
         drafts: list[str] = []
         rejected: list[str] = []
@@ -162,6 +162,11 @@ class Summarizer:
             )
             earlier = " ".join(completion.text.split())
         return earlier
+
+    @property
+    def verbatim_max_words(self) -> int:
+        """Threads up to this long are read as written: about as long as a summary said to this wearer, or to nobody."""
+        return self.config.verbatim_max_words if self.wearer else self.config.verbatim_max_words_no_wearer
 
     def dialogue(self, messages: Sequence[Message]) -> str:
         """The prompt's dialogue, the wearer's own messages under the wearer's name whatever their sender id."""
@@ -258,7 +263,7 @@ class SummaryStream:
     def __iter__(self) -> Iterator[str]:
         summarizer, engine = self.summarizer, self.summarizer.engine
         spoken: list[str] = []
-        streamable = (engine is not None and word_count(self.messages) > summarizer.config.verbatim_max_words
+        streamable = (engine is not None and word_count(self.messages) > summarizer.verbatim_max_words
                       and not suspicions(self.messages))
         if streamable and len(pieces := summarizer.fold(self.messages)) == 1:
             prompt = summary_prompt(engine.prompt_format, summarizer.dialogue(pieces[0]))
