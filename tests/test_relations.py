@@ -14,6 +14,7 @@ import pytest
 
 from tidings.device.messages import parse_lines
 from tidings.device.summary.relations import check_relations, stale_values
+from tidings.device.summary.triage import asks_of_wearer
 from tidings.device.summary.validators import validate
 from tidings.device.summary.wearer import Wearer
 
@@ -70,10 +71,16 @@ def test_the_rejection_names_the_check_and_the_claim():
     assert "Alex booked" in str(rejection) and "sam" in str(rejection)
 
 
-def test_a_thread_that_asks_the_wearer_needs_a_draft_that_says_so():
-    draft = "Mom can't pick up Lily at 5:30 because she is at the dentist."
-    rejection = validate(draft, demo("family"), ALEX, asks_wearer=True)
-    assert rejection is not None and rejection.check == "ask"
+def test_a_thread_that_asks_the_wearer_needs_a_draft_that_says_so_with_its_particulars():
+    messages = demo("family")
+    asked = asks_of_wearer(messages, ALEX)
+    assert [m.id for m in asked] == ["fam-1", "fam-3"]
+    not_said = validate("Mom can't pick up Lily at 5:30 because she is at the dentist.", messages, ALEX, asked=asked)
+    assert not_said is not None and not_said.check == "ask" and "does not say so" in not_said.detail
+    no_time = validate("Mom asks if you can pick up Lily; she'll wait at the north gate.", messages, ALEX, asked=asked)
+    assert no_time is not None and no_time.check == "ask" and "5:30" in no_time.detail
+    assert validate("Mom asks if you can pick up Lily at 5:30 today; she'll wait at the north gate.", messages, ALEX,
+                    asked=asked) is None
 
 
 def test_superseded_values_are_found_in_the_messages_that_hold_them():

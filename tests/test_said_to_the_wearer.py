@@ -97,4 +97,5 @@ def test_an_untrusted_message_is_never_read_out_and_never_obeyed():
     assert mixed.flagged and mixed.needs_reply
     scam = summarizer.summarize("t", thread(BANK))
     assert scam.spam and scam.urgency == "low" and not scam.needs_reply and scam.suggestions == ()
-    assert "restricted" not in scam.summary and scam.summary.startswith("A message from +44 7700 900461 looks like")
+    assert "restricted" not in scam.summary
+    assert scam.summary.startswith("A message from +44 7700 900461 claiming to be Northfield Bank looks like a scam")

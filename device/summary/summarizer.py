@@ -31,7 +31,7 @@ from tidings.device.messages import Message
 from tidings.device.summary.fallback import fallback_summary
 from tidings.device.summary.grounding import check_grounding
 from tidings.device.summary.sentences import sentences
-from tidings.device.summary.triage import Triage, fallback_suggestions, triage
+from tidings.device.summary.triage import Triage, asks_of_wearer, fallback_suggestions, triage
 from tidings.device.summary.untrusted import Suspicion, suspicions, warning
 from tidings.device.summary.validators import validate
 from tidings.device.summary.verbatim import read_verbatim, word_count
@@ -210,9 +210,9 @@ class Summarizer:
 
     def problem_with(self, draft: str, messages: Sequence[Message], continuing: bool = False) -> str | None:
         """None if `draft` may be spoken as this thread's summary (or, `continuing`, its next sentence)."""
-        asks_wearer = bool(self.wearer) and not continuing and triage(messages, self.wearer).needs_reply
+        asked = () if continuing else asks_of_wearer(messages, self.wearer)
         rejection = validate(draft, messages, self.wearer, min_words=1 if continuing else 3,
-                             max_words=self.config.max_summary_words, asks_wearer=asks_wearer)
+                             max_words=self.config.max_summary_words, asked=asked)
         return None if rejection is None else str(rejection)
 
     # -- reply suggestions ----------------------------------------------------

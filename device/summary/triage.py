@@ -87,6 +87,14 @@ def _pending(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
     return tail[::-1]
 
 
+def asks_of_wearer(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
+    """The messages others sent since the wearer last spoke that ask a question or make a request."""
+    if not wearer:
+        return []
+    return [m for m in _pending(messages, wearer) if _QUESTION.search(m.text) or _REQUEST.search(m.text)
+            or wearer.is_named_in(m.text)]
+
+
 def triage(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Triage:
     """Urgency and whether a reply is owed, from what others said since the wearer spoke."""
     pending = _pending(messages, wearer)

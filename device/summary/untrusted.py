@@ -51,21 +51,27 @@ class Suspicion:
     kind: str  # "injection" or "scam"
     signals: tuple[str, ...]
     wants: tuple[str, ...]  # what it asks for, in plain words: "a verification code", "a click on its link"
+    claims_to_be: str = ""  # the name it opens with ("Northfield Bank: ..."), never vouched for
 
     def describe(self) -> str:
         if self.kind == "injection":
             what = "is suspicious: it tries to give Tidings instructions, so it was ignored"
         else:
             what = "looks like a scam or phishing"
+        posing = f" claiming to be {self.claims_to_be}" if self.claims_to_be else ""
         asks = f" It asks for {' and '.join(self.wants)}; don't give it." if self.wants else ""
-        return f"A message from {self.sender} {what}.{asks}"
+        return f"A message from {self.sender}{posing} {what}.{asks}"
+
+
+# "Northfield Bank: ...", "DHL Express: ...": the name a message opens with, as scams impersonate one.
+_OPENING_NAME = re.compile(r"^\s*((?:[A-Z][\w&.'-]*\s?){1,4}):\s")
 
 
 def _wants(text: str) -> tuple[str, ...]:
     wants = []
-    if match := _CREDENTIAL.search(text):
-        found = match.group(0).lower()
-        wants.append("your password" if "password" in found else "a code" if "code" in found or "pin" in found
+    asked = " ".join(m.group(0).lower() for m in _CREDENTIAL.finditer(text))
+    if asked:
+        wants.append("your password" if "password" in asked else "a code" if "code" in asked or "pin" in asked
                      else "your personal details")
     if _PAYMENT.search(text):
         wants.append("a payment")
@@ -99,7 +105,9 @@ def suspicion(message: Message) -> Suspicion | None:
         signals.append("asks for a payment")
     # One signal is everyday ("reset your password at work"); scams combine them.
     if len(signals) >= 2 and (unknown or len(signals) >= 3):
-        return Suspicion(message.id, message.sender, "scam", tuple(signals), _wants(text))
+        posing = _OPENING_NAME.match(text)
+        return Suspicion(message.id, message.sender, "scam", tuple(signals), _wants(text),
+                         posing.group(1).strip() if posing else "")
     return None
 
 
@@ -124,5 +132,5 @@ def warning(flagged: Sequence[Suspicion]) -> str:
         first = by_sender.setdefault(s.sender, s)
         by_sender[s.sender] = Suspicion(first.message_id, s.sender, first.kind,
                                         tuple(dict.fromkeys(first.signals + s.signals)),
-                                        tuple(dict.fromkeys(first.wants + s.wants)))
+                                        tuple(dict.fromkeys(first.wants + s.wants)), first.claims_to_be)
     return " ".join(s.describe() for s in by_sender.values())

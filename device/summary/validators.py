@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from tidings.device.llm.prompts import SUMMARY_TASK
 from tidings.device.messages import Message
-from tidings.device.summary.grounding import check_grounding
-from tidings.device.summary.relations import check_relations
+from tidings.device.summary.grounding import check_grounding, same_value, values
+from tidings.device.summary.relations import check_relations, stale_values
 from tidings.device.summary.wearer import Wearer
 
 _SPEAKER_LINE = re.compile(r"^\s*[^\s:]{1,40}:\s", re.MULTILINE)
@@ -34,11 +34,12 @@ _ADDRESSED = re.compile(r"\b(?:you|your|yours)\b", re.IGNORECASE)
 
 
 def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(), *, min_words: int = 3,
-             max_words: int = 60, asks_wearer: bool = False) -> Rejection | None:
+             max_words: int = 60, asked: Sequence[Message] = ()) -> Rejection | None:
     """None if `draft` may be spoken as a summary of `messages`, else the first check it fails.
 
-    `asks_wearer`: the messages ask the wearer something, so a summary that does not
-    say so to them ("... asks you ...") has dropped the one thing they must hear.
+    `asked`: the messages that ask the wearer something. A summary that does not say so
+    to them ("... asks you ..."), or drops a time, day or amount of what is asked (one no
+    later message replaced), has dropped what they must hear.
     """
     words = draft.split()
     if len(words) < min_words:
@@ -50,8 +51,20 @@ def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(),
     report = check_grounding(draft, messages)
     if not report.ok:
         return Rejection("grounding", "not in the messages: " + ", ".join(report.unsupported))
-    if asks_wearer and not _ADDRESSED.search(draft):
-        return Rejection("ask", "the messages ask you something; the draft does not say so")
+    if asked:
+        if not _ADDRESSED.search(draft):
+            return Rejection("ask", "the messages ask you something; the draft does not say so")
+        stated = values(draft, messages[-1].sent_at)  # "today" in a summary is the day its thread is read
+        stale = stale_values(messages)
+        positions = {id(m): i for i, m in enumerate(messages)}
+        for message in asked:
+            for value in values(message.text, message.sent_at):
+                if value.kind not in ("time", "money", "weekday", "date"):
+                    continue
+                if value.text in stale.get(positions.get(id(message), -1), ()):
+                    continue
+                if not any(same_value(v, value) for v in stated):
+                    return Rejection("ask", f"drops {value.text!r} from what {message.sender} asks you")
     if problems := check_relations(draft, messages, wearer):
         first = problems[0]
         return Rejection(first.check, f"{first.claim!r}: {first.detail}")
