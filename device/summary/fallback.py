@@ -225,13 +225,17 @@ def _render(chosen: list[tuple[_Unit, str]]) -> str:
     return " ".join(parts)
 
 
-def _who_sent(thread: Sequence[Message], one: str, many: str) -> str:
-    """An honest stand-in when nothing can be quoted: who sent what."""
+def _who_sent(thread: Sequence[Message], one: str, many: str, max_words: int = 40) -> str:
+    """An honest stand-in when nothing can be quoted: who sent what (or only that someone did,
+    when the names would not fit the budget or read as facts: senders called "1" and "000")."""
     senders = list(dict.fromkeys(_sender(m) for m in thread))
     if not senders:
         return "No messages."
     names = ", ".join(senders[:3]) + (" and others" if len(senders) > 3 else "")
-    return f"{names} sent {one if len(thread) == 1 else many}."
+    said = f"{names} sent {one if len(thread) == 1 else many}."
+    if len(said.split()) <= max(max_words, 4) + 4 and check_grounding(said, thread):
+        return said
+    return f"{'Someone' if len(senders) == 1 else 'Several people'} sent {one if len(thread) == 1 else many}."
 
 
 def fallback_summary(messages: Sequence[Message], max_words: int = 40, wearer: Wearer = Wearer()) -> str:
@@ -240,8 +244,8 @@ def fallback_summary(messages: Sequence[Message], max_words: int = 40, wearer: W
     units = _units(thread, wearer)
     if not units:
         if all(not m.text.strip() for m in thread):
-            return _who_sent(thread, "an empty message", "empty messages")
-        return _who_sent(thread, "a message", "messages")
+            return _who_sent(thread, "an empty message", "empty messages", max_words)
+        return _who_sent(thread, "a message", "messages", max_words)
     chosen = _select(units, max(max_words, 4))
     summary = _render(chosen)
     # Verbatim text is grounded by construction; this guards the construction.
@@ -250,5 +254,5 @@ def fallback_summary(messages: Sequence[Message], max_words: int = 40, wearer: W
         chosen = [c for c in chosen if not any(fact in c[1] for fact in report.unsupported)]
         summary = _render(chosen)
         if not chosen or not check_grounding(summary, thread):
-            return _who_sent(thread, "a message", "messages")
+            return _who_sent(thread, "a message", "messages", max_words)
     return summary

