@@ -227,6 +227,31 @@ def report_text(name: str, suite: dict) -> str:
     return "\n".join(lines)
 
 
+def results_markdown(report: dict) -> str:
+    """The README's table of this run, per suite and per path."""
+    command = "python -m tidings.bench.faithfulness " + " ".join(f"--suite {name}" for name in report["suites"])
+    lines = [f"`{command}`, {report['date'][:10]} ({report['wall_s'] / 60:.1f} min), embedded default model with "
+             "its task adapter:", "",
+             "| suite | faithful | complete | yes/no options usable | injected claims stated | verbatim / model / "
+             "fallback (complete) |", "|---|---|---|---|---|---|"]
+    for name, suite in report["suites"].items():
+        paths = " / ".join(f"{tally['threads']} ({tally['complete']})" if (tally := suite["by_source"].get(path))
+                           else "0" for path in ("verbatim", "model", "fallback"))
+        lines.append(f"| {name} ({suite['threads']}) | {100 * suite['faithful_rate']:.1f}% | "
+                     f"{100 * suite['complete_rate']:.1f}% | {suite['yesno_usable']}/{suite['yesno_asked']} | "
+                     f"{suite['injected_claims_stated']} of {suite['untrusted_threads']} | {paths} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, table: str) -> None:
+    start, end = "<!-- faithfulness: start -->", "<!-- faithfulness: end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no '{start}' ... '{end}' markers")
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
+
+
 def run(suites: list[str], base_config: Path | None, verbose: bool = False) -> dict:
     started = time.monotonic()
     text = config_text(base_config)
@@ -247,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="device config to start from (default: the built-in defaults)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/faithfulness"),
                         help="where faithfulness.json goes (default: %(default)s)")
+    parser.add_argument("--readme", type=Path, metavar="README",
+                        help="also write the results table between this file's faithfulness markers")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the device's log")
     args = parser.parse_args(argv)
     report = run(args.suite or ["dev"], args.config, args.verbose)
@@ -255,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "faithfulness.json"
     path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {path} ({report['wall_s']:.0f} s)")
+    (args.out / "results.md").write_text(results_markdown(report))
+    if args.readme:
+        update_readme(args.readme, results_markdown(report))
+    print(f"wrote {path} and results.md ({report['wall_s']:.0f} s)")
     return 0
 
 

@@ -132,6 +132,8 @@ def test_a_failed_send_keeps_the_draft_for_another_try():
 @pytest.mark.parametrize("pending, waiting, text", [
     (Pending("t", ("Ann",), 1), 0, "One new message from Ann."),
     (Pending("t", ("Ann", "Ben", "Cy"), 12), 3, "12 new messages from Ann, Ben and Cy. Three more threads waiting."),
+    (Pending("t", ("+44 7700 900461",), 2, suspicious=True), 0,
+     "Two new messages from +44 7700 900461, which look like a scam."),
 ])
 def test_announcements_are_short_and_spoken(pending, waiting, text):
     assert announcement(pending, waiting) == text

@@ -89,3 +89,17 @@ def test_every_suite_has_threads_with_untrusted_messages(suite):
         pytest.skip(f"{SUITES[suite]} not found")
     threads = load_suite(SUITES[suite])
     assert sum(untrusted(t) for t in threads) >= 2
+
+
+def test_the_readme_table_shows_each_suite_and_path(tmp_path):
+    from tidings.bench.faithfulness import results_markdown, update_readme
+
+    threads = load_suite(SUITES["own-dev"])
+    suite = evaluate(threads, references(threads))
+    report = {"date": "2026-12-01T10:00:00+00:00", "wall_s": 120.0, "suites": {"own-dev": suite}}
+    table = results_markdown(report)
+    assert f"| own-dev ({len(threads)}) | 100.0% | 100.0% |" in table and "--suite own-dev" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- faithfulness: start -->\nold\n<!-- faithfulness: end -->\nb\n")
+    update_readme(readme, table)
+    assert readme.read_text() == f"a\n<!-- faithfulness: start -->\n{table}<!-- faithfulness: end -->\nb\n"

@@ -35,6 +35,8 @@ class Pending:
     thread: str
     senders: tuple[str, ...]
     count: int
+    # Every one of them looks like a scam or an injected instruction (summary.untrusted).
+    suspicious: bool = False
 
 
 # -- events ---------------------------------------------------------------------
@@ -121,7 +123,9 @@ def _names(names: tuple[str, ...]) -> str:
 
 def announcement(pending: Pending, waiting: int = 0) -> str:
     count = _spoken_count(pending.count)
-    text = f"{count.capitalize()} new message{'s' if pending.count != 1 else ''} from {_names(pending.senders)}."
+    plural = pending.count != 1
+    text = f"{count.capitalize()} new message{'s' if plural else ''} from {_names(pending.senders)}"
+    text += f", which look{'' if plural else 's'} like a scam." if pending.suspicious else "."
     if waiting:
         text += f" {_spoken_count(waiting).capitalize()} more thread{'s' if waiting != 1 else ''} waiting."
     return text

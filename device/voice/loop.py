@@ -27,6 +27,7 @@ from tidings.device.messages import Message
 from tidings.device.summary.sentences import sentences
 from tidings.device.store import Store
 from tidings.device.summary.summarizer import Summarizer
+from tidings.device.summary.untrusted import suspicions
 from tidings.device.summary.wearer import Wearer
 from tidings.device.tools import ToolError, send_reply
 from tidings.device.voice.audio import AudioSink, AudioSource
@@ -150,7 +151,8 @@ class VoiceLoop:
             if self._announced.get(thread) == ids or not others:
                 continue
             self._announced[thread] = ids
-            arrived.append(Pending(thread, tuple(dict.fromkeys(m.sender for m in others)), len(others)))
+            suspicious = len(suspicions(others)) == len(others)
+            arrived.append(Pending(thread, tuple(dict.fromkeys(m.sender for m in others)), len(others), suspicious))
         if arrived:
             self._mark("arrived", ",".join(p.thread for p in arrived))
             self._handle(Arrived(tuple(arrived)))
