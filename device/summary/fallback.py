@@ -149,7 +149,7 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             # The latest messages hold the plan as it stands; the wearer's own words they know.
             score += 1.5 * (i / max(len(thread) - 1, 1)) - 1.0 * mine
             # The thread's opening line says what it is about ("Greta's 30th: dinner at Osteria Lupo?").
-            score += 1.5 * (i == 0 and j == indexed[0][0] and len(thread) > 2)
+            score += 0.75 * (i == 0 and j == indexed[0][0] and len(thread) > 2)
             units.append(_Unit((i, j), sender, to, bool(_QUESTION.search(sentence)), sentence, len(words),
                                content, score))
     return units

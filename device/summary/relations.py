@@ -394,15 +394,27 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     last, last_value = mentions[-1]
     if _is_marked_old(messages[last].text, last_value):
         return f"'{last_value.text}' is called off in {messages[last].sender}'s message"
+    topic = _topic_words(_sentence_at(messages[last].text, last_value.start))
     for later, later_values in zip(messages[last + 1:], found[last + 1:]):
         for other in later_values:
             if other.kind != value.kind or same_value(other, value):
                 continue
-            # A share per person is recomputed as people join and drop out: the latest one stands.
-            sentence = next((m.group(0) for m in _SENTENCE.finditer(later.text) if m.end() > other.start), "")
-            if (value.share and other.share) or _CHANGE_CUE.search(sentence):
+            sentence = _sentence_at(later.text, other.start)
+            # A share per person is recomputed as people join and drop out: the latest one stands;
+            # a new time for the same thing ("ballet ... 17:30", later "class ends at 18:15") replaces it.
+            if (value.share and other.share) or _CHANGE_CUE.search(sentence) or topic & _topic_words(sentence):
                 return f"{later.sender} later says {other.text!r}"
     return None
+
+
+def _sentence_at(text: str, offset: int) -> str:
+    return next((m.group(0) for m in _SENTENCE.finditer(text) if m.end() > offset), "")
+
+
+def _topic_words(sentence: str) -> set[str]:
+    """The words that say what a sentence's time or amount is for: "ballet", "class", "dinner"."""
+    return {w for w in re.findall(r"[^\W\d_]{4,}", sentence.casefold())
+            if w not in COMMON_WORDS and w not in _NOT_PEOPLE and w.rstrip("s") not in COMMON_WORDS}
 
 
 def _values_by_message(messages: Sequence[Message]) -> list[list[Value]]:
