@@ -60,6 +60,23 @@ FULL_TURN = [Turn(3, "Read."), Turn(8, "Reply."), Turn(2, "Tell her I will be th
 DICTATED = ("there at six", "there at 6")
 
 
+def utterances(audio: np.ndarray, rate: int = 16_000, gap_s: float = 0.6) -> list[np.ndarray]:
+    """The stretches of `audio` with sound in them, split at silences of at least `gap_s`."""
+    frame = rate // 50
+    loud = [float(np.sqrt(np.mean(audio[i:i + frame] ** 2))) > 0.01 for i in range(0, len(audio), frame)]
+    parts, start, quiet = [], None, 0
+    for index, active in enumerate(loud + [False] * int(gap_s * 50 + 1)):
+        if active:
+            start = index if start is None else start
+            quiet = 0
+        elif start is not None:
+            quiet += 1
+            if quiet > gap_s * 50:
+                parts.append(audio[start * frame:(index - quiet + 1) * frame])
+                start, quiet = None, 0
+    return parts
+
+
 def feed_file(tmp_path: Path, messages: list[dict]) -> Path:
     path = tmp_path / "feed.jsonl"
     path.write_text("".join(json.dumps(m) + "\n" for m in messages))
@@ -116,7 +133,9 @@ def test_listen_headless_full_turn_sends_exactly_the_dictated_reply(tmp_path: Pa
     assert any(d in outbox[0]["text"].lower() for d in DICTATED)
     # The speaker really said it: whisper hears the announcement and the read-back in the recording.
     spoken = read_wav(tmp_path / "out.wav")
-    heard = stt.transcribe(resample(spoken.audio, spoken.sample_rate, 16_000)).text.lower()
+    # Each utterance on its own: whisper's long-form decoding drops speech that follows long silences.
+    heard = " ".join(stt.transcribe(part).text.lower()
+                     for part in utterances(resample(spoken.audio, spoken.sample_rate, 16_000)))
     assert "new messages from mom" in heard and "reply to mom" in heard and "send, edit or cancel" in heard
 
 
