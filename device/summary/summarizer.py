@@ -115,8 +115,8 @@ class Summarizer:
             message_ids=tuple(m.id for m in messages),
             rejected=outcome.rejected,
             spam=triaged.spam,
-            flagged=tuple(f"{s.message_id} from {s.sender}: {s.kind}" + (f" ({'; '.join(s.signals)})" if s.signals else "")
-                          for s in outcome.flagged),
+            flagged=tuple(f"{s.message_id} from {s.sender}: {s.kind}"
+                          + (f" ({'; '.join(s.signals)})" if s.signals else "") for s in outcome.flagged),
         )
 
     # -- the summary ------------------------------------------------------------
