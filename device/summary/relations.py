@@ -432,9 +432,15 @@ def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
     return stale
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_thread(key: tuple, wearer: Wearer) -> _Thread:
+    """A thread's parse, kept while its drafts are checked: a retry, or each streamed sentence, reuses it."""
+    return _Thread([Message(id_, "", sender, text, sent_at) for id_, sender, text, sent_at in key], wearer)
+
+
 def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer()) -> list[Problem]:
     """What `draft` gets wrong about who does what in `messages`, or what is no longer true."""
-    thread = _Thread(messages, wearer)
+    thread = _parsed_thread(tuple((m.id, m.sender, m.text, m.sent_at) for m in messages), wearer)
     doc = _nlp()(draft)
     problems = [p for claim in _draft_claims(doc, thread.people) if (p := _check_claim(claim, thread))]
     found = _values_by_message(thread.messages)
