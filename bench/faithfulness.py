@@ -244,12 +244,9 @@ def results_markdown(report: dict) -> str:
 
 
 def update_readme(readme: Path, table: str) -> None:
-    start, end = "<!-- faithfulness: start -->", "<!-- faithfulness: end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} has no '{start}' ... '{end}' markers")
-    head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
+    from tidings.bench.suite import replace_between_markers
+
+    replace_between_markers(readme, "faithfulness", table)
 
 
 def run(suites: list[str], base_config: Path | None, verbose: bool = False) -> dict:

@@ -611,10 +611,15 @@ def results_markdown(report: dict, out: Path) -> str:
 
 def update_readme(readme: Path, mode: str, table: str) -> None:
     """Replace the text between this mode's markers in the README with `table`."""
-    start, end = f"<!-- tidings bench {mode}: start -->", f"<!-- tidings bench {mode}: end -->"
+    replace_between_markers(readme, f"tidings bench {mode}", table)
+
+
+def replace_between_markers(readme: Path, label: str, table: str) -> None:
+    """Put `table` between the README's `<!-- LABEL: start -->` and `<!-- LABEL: end -->` lines."""
+    start, end = f"<!-- {label}: start -->", f"<!-- {label}: end -->"
     text = readme.read_text()
     if start not in text or end not in text:
-        raise ValueError(f"{readme} has no '{start}' ... '{end}' markers to put the {mode} results between")
+        raise ValueError(f"{readme} has no '{start}' ... '{end}' markers to put the results between")
     head, rest = text.split(start, 1)
     readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from tidings.device.messages import Message
 from tidings.device.summary.grounding import COMMON_WORDS, Value, same_value, values
-from tidings.device.summary.wearer import Wearer
+from tidings.device.summary.wearer import Wearer, name_key
 
 WEARER = "\x00wearer"  # the person key of the wearer, whatever they are called
 ANYONE = "\x00anyone"  # a subject the parse cannot pin to a person
@@ -133,10 +133,6 @@ def _nlp():
             del sys.modules["torch"]
 
 
-def _key(name: str) -> str:
-    return " ".join(name.casefold().removeprefix("@").split())
-
-
 class _People:
     """Who is who in one thread: senders, the names they use, and the wearer."""
 
@@ -147,19 +143,19 @@ class _People:
             self.add(message.sender)
         for name in wearer.names:
             for form in (name, name.split()[0]):
-                self.keys[_key(form)] = WEARER
+                self.keys[name_key(form)] = WEARER
 
     def add(self, name: str) -> str:
-        key = WEARER if self.wearer.is_sender(name) else _key(name)
-        self.keys.setdefault(_key(name), key)
+        key = WEARER if self.wearer.is_sender(name) else name_key(name)
+        self.keys.setdefault(name_key(name), key)
         words = [w for w in re.findall(r"\w+", name) if len(w) > 1 and w.casefold() not in ("mr", "mrs", "ms", "dr")]
         if words:
-            self.keys.setdefault(_key(words[0]), key)
-            self.keys.setdefault(_key(words[-1]), key)
+            self.keys.setdefault(name_key(words[0]), key)
+            self.keys.setdefault(name_key(words[-1]), key)
         return key
 
     def of(self, text: str) -> str | None:
-        return self.keys.get(_key(text))
+        return self.keys.get(name_key(text))
 
 
 def _negated(token) -> bool:
@@ -219,7 +215,7 @@ class _Thread:
             addressees = self._addressees(message, doc, sender)
             for token in doc:  # the people a message names become people of the thread ("Lily", "Grandpa")
                 if token.pos_ == "PROPN" and token.text[:1].isupper() and token.lower_ not in _NOT_PEOPLE:
-                    self.people.keys.setdefault(_key(token.text), _key(token.text))
+                    self.people.keys.setdefault(name_key(token.text), name_key(token.text))
             named = {key for token in doc if (key := self.people.of(token.text)) is not None}
             if any(token.lower_ in ("you", "u", "your", "ur") for token in doc):
                 named |= addressees - {ANYONE}

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from tidings.device.config import WearerConfig
 
 
-def _key(name: str) -> str:
+def name_key(name: str) -> str:
+    """A name as compared: case, spacing and a handle's "@" do not matter."""
     return " ".join(name.casefold().lstrip("@").split())
 
 
@@ -37,7 +38,7 @@ class Wearer:
 
     def is_sender(self, sender: str) -> bool:
         """Did the wearer send a message from `sender`? (Matrix ids and case do not matter.)"""
-        return bool(self) and _key(sender) in {_key(n) for n in self.names}
+        return bool(self) and name_key(sender) in {name_key(n) for n in self.names}
 
     def pattern(self) -> re.Pattern[str] | None:
         """Matches the wearer's names (and their first names) as whole words in text."""
