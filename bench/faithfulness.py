@@ -10,7 +10,9 @@ in a throwaway store, and every summary is scored:
 
 * faithful: non-empty and matching no `must_not` pattern;
 * complete: faithful and missing no `must` group (for a yes/no ask, also addressing Alex);
-* yes/no reply options usable: at least two distinct options, one accepting, one declining.
+* yes/no reply options usable: at least two distinct options, one accepting, one declining;
+* per kind of ask the device found (yes/no, choice, time, open, none): the options
+  offered and the share of written options that passed the option checks.
 
 Suites (`--suite`, repeatable):
 
@@ -26,7 +28,9 @@ missing fact, and writes OUT/faithfulness.json:
     {date, wall_s, config, suites: {name: {threads, faithful, complete, yesno_asked, yesno_usable,
       faithful_rate, complete_rate, untrusted_threads, injected_claims_stated,
       by_source {source: {threads, faithful, complete}}, rejections_by_check {check: drafts},
-      results: [{thread, source, summary, suggestions, faithful, complete, wrong, missing, rejected}]}}}
+      options_by_ask {kind: {threads, offered, turned_down, from_model, pass_rate}},
+      results: [{thread, source, summary, suggestions, faithful, complete, wrong, missing, rejected, ask,
+                 suggestions_source, suggestions_rejected}]}}}
 
     python -m tidings.bench.faithfulness                       # dev suite
     python -m tidings.bench.faithfulness --suite dev --suite own-dev --suite held-out
@@ -168,7 +172,9 @@ def evaluate(threads: list[Thread], outputs: dict[str, dict]) -> dict:
         results.append({"thread": thread.id, "source": source, "summary": output.get("summary", ""),
                         "suggestions": output.get("suggestions", []), "faithful": s.faithful,
                         "complete": s.complete, "wrong": list(s.wrong), "missing": list(s.missing),
-                        "usable": s.usable, "rejected": output.get("rejected", []), "spam": output.get("spam")})
+                        "usable": s.usable, "rejected": output.get("rejected", []), "spam": output.get("spam"),
+                        "ask": output.get("ask", "none"), "suggestions_source": output.get("suggestions_source"),
+                        "suggestions_rejected": output.get("suggestions_rejected", [])})
         tally = by_source.setdefault(source, {"threads": 0, "faithful": 0, "complete": 0})
         tally["threads"] += 1
         tally["faithful"] += s.faithful
@@ -189,8 +195,25 @@ def evaluate(threads: list[Thread], outputs: dict[str, dict]) -> dict:
         "by_source": by_source,
         # Which validator turned down the model's drafts ("subject", "superseded", ...), over every draft.
         "rejections_by_check": dict(Counter(r.split(":", 1)[0] for result in results for r in result["rejected"])),
+        "options_by_ask": options_by_ask(results),
         "results": results,
     }
+
+
+def options_by_ask(results: list[dict]) -> dict[str, dict]:
+    """Per kind of ask the device found: threads, options offered, and the share of written options that
+    passed the option checks (the rest were turned down and replaced or dropped)."""
+    kinds: dict[str, dict] = {}
+    for r in results:
+        tally = kinds.setdefault(r["ask"], {"threads": 0, "offered": 0, "turned_down": 0, "from_model": 0})
+        tally["threads"] += 1
+        tally["offered"] += len(r["suggestions"])
+        tally["turned_down"] += len(r["suggestions_rejected"])
+        tally["from_model"] += r["suggestions_source"] == "model"
+    for tally in kinds.values():
+        written = tally["offered"] + tally["turned_down"]
+        tally["pass_rate"] = tally["offered"] / written if written else None
+    return kinds
 
 
 def config_text(base: Path | None) -> str:
@@ -220,6 +243,10 @@ def report_text(name: str, suite: dict) -> str:
     if suite["rejections_by_check"]:
         lines.append("  model drafts turned down by: " + ", ".join(
             f"{check} {n}" for check, n in sorted(suite["rejections_by_check"].items(), key=lambda kv: -kv[1])))
+    lines.append("  reply options by ask: " + ", ".join(
+        f"{kind} {t['threads']} threads, {t['offered']} offered"
+        + (f", {100 * t['pass_rate']:.0f}% of written passed" if t["pass_rate"] is not None else "")
+        for kind, t in sorted(suite["options_by_ask"].items())))
     for r in suite["results"]:
         if not r["complete"]:
             what = (f"WRONG {r['wrong']}" if r["wrong"] else "") + (f" missing {r['missing']}" if r["missing"] else "")

@@ -31,7 +31,7 @@ Each resulting global adapter is exported as a GGUF (the registry does it for
 every version), fetched the way a device fetches it (sha256 checked), and
 stacked on the shipped task adapter in llama.cpp (AdapterStack: task and
 global adapters at scale 1, as the device runs them). Its greedy first draft
-(the summarizer's `model_summary`, what summary_eval calls "adapter") is
+(the summarizer's `model_summaries`, what summary_eval calls "adapter") is
 scored with ROUGE (rouge-score, F1, stemming) on the FIRST N SAMSum test
 dialogues: a subset, not the full 819-dialogue test set. The task adapter
 alone is the baseline. Differences between configurations are paired per
@@ -447,7 +447,7 @@ def evaluate(registries: dict[str, str | None], limit: int, threads: int, work: 
             bar.set_postfix(config=name)
             for dialogue, row in zip(dialogues, rows):
                 started = time.perf_counter()
-                text = " ".join(summarizer.model_summary(list(dialogue.messages), temperature=0.0).split())
+                text = " ".join(summarizer.model_summaries(list(dialogue.messages), temperature=0.0)[0].split())
                 seconds[name].append(time.perf_counter() - started)
                 row[name] = text
                 row[f"{name}_grounded"] = check_grounding(text, list(dialogue.messages)).ok
@@ -558,7 +558,7 @@ def build_report(options: BenchOptions, plan, federated: dict, federated_dp: dic
             "dataset": "SAMSum test", "dialogues": len(rows), "of": TEST_DIALOGUES,
             "subset": f"the first {len(rows)} of {TEST_DIALOGUES} SAMSum test dialogues: a subset, not the full "
                       f"test set",
-            "decoding": "greedy first draft (Summarizer.model_summary, temperature 0) through llama.cpp with the "
+            "decoding": "greedy first draft (Summarizer.model_summaries, temperature 0) through llama.cpp with the "
                         "task adapter and the configuration's global adapter stacked at scale 1 (AdapterStack)",
             "rouge": "rouge-score 0.1.2, F1, use_stemmer=True, x100",
             "differences": "paired per dialogue, mean with a bootstrap 95% interval (2000 resamples)",

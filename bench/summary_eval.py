@@ -98,7 +98,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
                 text = outcome.text
                 row["device_source"] = outcome.source
                 row["device_rejected"] = list(outcome.rejected)
-                draft = outcome.drafts[0] if outcome.drafts else summarizer.model_summary(messages, temperature=0.0)
+                draft = outcome.drafts[0] if outcome.drafts else summarizer.model_summaries(messages, temperature=0.0)[0]
                 row["adapter"] = " ".join(draft.split())
                 row["adapter_grounded"] = check_grounding(row["adapter"], messages).ok
             timings[variant].append(time.perf_counter() - started)

@@ -103,3 +103,18 @@ def test_the_readme_table_shows_each_suite_and_path(tmp_path):
     readme.write_text("a\n<!-- faithfulness: start -->\nold\n<!-- faithfulness: end -->\nb\n")
     update_readme(readme, table)
     assert readme.read_text() == f"a\n<!-- faithfulness: start -->\n{table}<!-- faithfulness: end -->\nb\n"
+
+
+def test_reply_options_are_tallied_per_kind_of_ask():
+    threads = load_suite(SUITES["own-dev"])[:3]
+    outputs = {t.id: {"thread": t.id, "summary": t.reference, "ask": kind, "suggestions": offered,
+                      "suggestions_source": source, "suggestions_rejected": turned_down}
+               for t, (kind, offered, source, turned_down) in zip(threads, [
+                   ("yesno", ["Yes, I can.", "Sorry, I can't."], "template", []),
+                   ("open", ["Next to the gate.", "Let me check and get back to you."], "model",
+                    ["grounding: Gregory: See you with Gregory."]),
+                   ("none", [], "none", [])])}
+    tally = evaluate(threads, outputs)["options_by_ask"]
+    assert tally["yesno"] == {"threads": 1, "offered": 2, "turned_down": 0, "from_model": 0, "pass_rate": 1.0}
+    assert tally["open"]["pass_rate"] == pytest.approx(2 / 3) and tally["open"]["from_model"] == 1
+    assert tally["none"]["pass_rate"] is None

@@ -50,7 +50,7 @@ def test_a_rolling_summary_carries_each_piece_into_the_next_prompt(engine: Engin
     messages = thread(*[("Ann", f"Item {i}: please order {i} chairs for the hall before Friday.") for i in range(30)])
     summarizer = Summarizer(SummarizerConfig(context_budget_tokens=120, retries=0, max_summary_tokens=24), engine)
     pieces = summarizer.fold(messages)
-    summarizer.model_summary(messages, temperature=0.0)
+    summarizer.model_summaries(messages, temperature=0.0)
     assert len(prompts) == len(pieces) >= 3
     assert "Earlier in the chat" not in prompts[0]
     assert all("Earlier in the chat" in p for p in prompts[1:])
@@ -61,12 +61,13 @@ def test_drafts_that_fail_validation_are_retried_then_replaced_by_the_fallback(e
     summarizer = Summarizer(SummarizerConfig(max_summary_words=2, retries=1, verbatim_max_words_no_wearer=0), engine)
     summary = summarizer.summarize("t", PICKUP)
     assert summary.source == "fallback"
-    assert len(summary.rejected) == 2
+    assert len(summary.rejected) >= 2  # every beam hypothesis, then the sampled retry
     assert check_grounding(summary.summary, PICKUP).ok
     assert summary.needs_reply and 2 <= len(summary.suggestions) <= 3
 
 
-def test_a_summary_made_whole_is_beam_searched_and_its_sampled_retry_is_not(engine: Engine, monkeypatch):
+def test_a_summary_made_whole_is_beam_searched_its_hypotheses_checked_in_turn_and_its_retry_sampled(
+        engine: Engine, monkeypatch):
     calls = []
     real_complete = engine.complete
 
@@ -79,7 +80,9 @@ def test_a_summary_made_whole_is_beam_searched_and_its_sampled_retry_is_not(engi
                               verbatim_max_words_no_wearer=0)
     outcome = Summarizer(config, engine).summary_text(PICKUP)
     assert calls == [(0.0, 3), (0.7, 1)]
-    assert len(outcome.drafts) == 2 and outcome.drafts[0]
+    # Every distinct finished hypothesis of the beam, best first, then the one sampled draft; all turned down.
+    assert 3 <= len(outcome.drafts) <= 4 and len(set(outcome.drafts[:-1])) == len(outcome.drafts) - 1
+    assert len(outcome.rejected) == len(outcome.drafts) and all(outcome.drafts)
 
 
 @pytest.mark.parametrize("draft, problem", [

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tidings.device.messages import Message
-from tidings.device.summary.triage import Triage, fallback_suggestions, triage
+from tidings.device.summary.triage import Triage, triage
 from tidings.device.summary.wearer import Wearer
 
 START = datetime(2024, 5, 16, 9, 0, tzinfo=timezone.utc)
@@ -91,36 +91,3 @@ def test_without_a_wearer_the_last_speakers_run_counts():
 
 def test_empty_thread():
     assert triage([]) == Triage("low", False, "no messages")
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("Are you free on Friday?", ["Yes, that works.", "Sorry, I can't.", "Let me check and get back to you."]),
-    ("What time should we meet?",
-     ["I'll let you know shortly.", "What time suits you?", "Let me check and get back to you."]),
-    ("When are you back?",
-     ["I'll let you know shortly.", "What time suits you?", "Let me check and get back to you."]),
-    ("Can you bring the charger?",
-     ["Sure, I'll do it.", "Sorry, I can't right now.", "Let me check and get back to you."]),
-    ("Please send me the address", ["Sure, I'll do it.", "Sorry, I can't right now.",
-                                    "Let me check and get back to you."]),
-    ("Where did you park?",
-     ["I'll let you know shortly.", "Let me check and get back to you.", "Thanks, got it."]),
-    ("The parcel arrived.", ["Thanks, got it.", "Sounds good.", "Talk later."]),
-])
-def test_suggestions_follow_the_kind_of_ask(text, expected):
-    assert fallback_suggestions(thread(("Priya", text)), wearer=Wearer("Tom")) == expected
-
-
-def test_suggestions_use_the_latest_unanswered_ask_and_are_always_offered():
-    msgs = thread(("Priya", "Can you bring the charger?"), ("Priya", "Are you coming at all?"))
-    assert fallback_suggestions(msgs, wearer=Wearer("Tom"))[0] == "Yes, that works."
-    answered = thread(("Priya", "Can you bring the charger?"), ("Tom", "yes"))
-    assert fallback_suggestions(answered, wearer=Wearer("Tom")) == ["Thanks, got it.", "Sounds good.", "Talk later."]
-    assert fallback_suggestions([]) == ["Thanks, got it.", "Sounds good.", "Talk later."]
-
-
-def test_suggestions_add_no_facts():
-    msgs = thread(("Priya", "Can we move the 3pm review with Gregory to Friday?"))
-    for reply in fallback_suggestions(msgs, wearer=Wearer("Tom")):
-        assert not any(fact in reply for fact in ("3", "Gregory", "Friday", "review"))
-    assert 2 <= len(fallback_suggestions(msgs)) <= 3

@@ -35,6 +35,9 @@ class BeamResult:
     candidates: list[int]
     text: str
     finish: str  # "stop" (an end-of-turn token or a stop sequence) or "length"
+    # The other finished hypotheses' distinct texts, best first: a caller that must turn the best
+    # down (a summary failing its checks) has the search's next choices without decoding again.
+    runners_up: tuple[str, ...] = ()
 
 
 class BeamModel(Protocol):
@@ -146,8 +149,10 @@ def beam_search(ctx, model: BeamModel, *, beams: int, max_tokens: int, stop: Seq
         if not finished:  # out of tokens: the live hypotheses compete as they are
             finished = [(h.logprob / max(1, len(h.candidates)) ** length_penalty, h.candidates,
                          model.text(h.candidates), "length") for h in live]
-        _, candidates, text, finish = max(finished, key=lambda f: f[0])
-        return BeamResult(candidates, text, finish)
+        ranked = sorted(finished, key=lambda f: -f[0])
+        _, candidates, text, finish = ranked[0]
+        runners_up = dict.fromkeys(t for _, _, t, _ in ranked[1:] if t.strip() and t != text)
+        return BeamResult(candidates, text, finish, tuple(runners_up))
     finally:
         llama_cpp.llama_memory_clear(memory, True)
 

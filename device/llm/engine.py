@@ -59,6 +59,7 @@ class Completion:
     generated_tokens: int
     finish_reason: str  # "stop" (end of turn or a stop sequence) or "length"
     seconds: float
+    runners_up: tuple[str, ...] = ()  # a beam search's other finished texts, best first
 
 
 def _cpu_count() -> int:
@@ -214,7 +215,7 @@ class Engine:
         result = beam_search(self.llm.ctx, model, beams=beams, max_tokens=max_tokens,
                              stop=prompt.stop + stop, length_penalty=length_penalty)
         return Completion(result.text, n_prompt, len(result.candidates), result.finish,
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, result.runners_up)
 
     def _add_sequences(self, n_seq: int) -> None:
         """Remake llama-cpp-python's one-sequence context with `n_seq` sequences sharing one cache.

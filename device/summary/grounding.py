@@ -171,7 +171,7 @@ COMMON_WORDS = frozenset("""
     ms dr miss sir madam new year people according following earlier unlike despite afterwards
     generally recently currently initially originally nevertheless therefore thus hence moreover
     furthermore overall regarding concerning considering given due together next last first
-    second third already almost
+    second third already almost sure fine good great perfect cool nice right absolutely definitely
     """.split())
 
 

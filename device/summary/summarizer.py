@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Literal
 
 from tidings.device.config import SummarizerConfig
@@ -29,9 +30,9 @@ from tidings.device.llm.engine import Engine
 from tidings.device.llm.prompts import REPLY_TASK, render_dialogue, reply_prompt, summary_prompt
 from tidings.device.messages import Message
 from tidings.device.summary.fallback import fallback_summary
-from tidings.device.summary.grounding import check_grounding
 from tidings.device.summary.sentences import sentences
-from tidings.device.summary.triage import Triage, asks_of_wearer, fallback_suggestions, triage
+from tidings.device.summary.replies import Ask, AskKind, ReplyOptions, reply_options
+from tidings.device.summary.triage import Triage, asks_of_wearer, triage
 from tidings.device.summary.untrusted import Suspicion, suspicions, warning
 from tidings.device.summary.validators import validate
 from tidings.device.summary.verbatim import read_verbatim, word_count
@@ -58,6 +59,9 @@ class ThreadSummary:
     spam: bool = False
     # Messages set aside as untrusted, and why ("scam: asks for a code or password").
     flagged: tuple[str, ...] = ()
+    # What the thread asks of the wearer (replies.py), and reply options written but not offered, "check: option".
+    ask: AskKind = "none"
+    suggestions_rejected: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         record = asdict(self)
@@ -66,6 +70,7 @@ class ThreadSummary:
         record["message_ids"] = list(self.message_ids)
         record["rejected"] = list(self.rejected)
         record["flagged"] = list(self.flagged)
+        record["suggestions_rejected"] = list(self.suggestions_rejected)
         return record
 
 
@@ -102,21 +107,23 @@ class Summarizer:
         else:
             triaged = Triage("low", False, "likely scam or injected instructions", spam=True)
         wanted = with_suggestions and not triaged.spam
-        suggestions, suggestions_source = self._suggestions(trusted, triaged) if wanted else ([], "none")
+        replies = self.reply_options(trusted) if wanted else ReplyOptions(Ask("none"), (), "none")
         return ThreadSummary(
             thread=thread,
             summary=outcome.text,
             source=outcome.source,
             urgency=triaged.urgency,
             needs_reply=triaged.needs_reply,
-            suggestions=tuple(suggestions),
-            suggestions_source=suggestions_source,
+            suggestions=replies.options,
+            suggestions_source=replies.source,
             senders=tuple(dict.fromkeys(m.sender for m in others)),
             message_ids=tuple(m.id for m in messages),
             rejected=outcome.rejected,
             spam=triaged.spam,
             flagged=tuple(f"{s.message_id} from {s.sender}: {s.kind}"
                           + (f" ({'; '.join(s.signals)})" if s.signals else "") for s in outcome.flagged),
+            ask=replies.ask.kind,
+            suggestions_rejected=replies.turned_down,
         )
 
     # -- the summary ------------------------------------------------------------
@@ -136,14 +143,14 @@ class Summarizer:
         rejected: list[str] = []
         if self.engine is not None:
             for attempt in range(1 + self.config.retries):
-                # A greedy retry would repeat the same words; the retry samples.
-                draft = address_wearer(self.model_summary(messages, temperature=0.0 if attempt == 0 else 0.7),
-                                       self.wearer)
-                drafts.append(draft)
-                problem = self.problem_with(draft, messages)
-                if problem is None:
-                    return SummaryOutcome(draft, "model", tuple(rejected), tuple(drafts))
-                rejected.append(problem)
+                # The beam's hypotheses are checked best first; a greedy retry would repeat them, so it samples.
+                for draft in self.model_summaries(messages, temperature=0.0 if attempt == 0 else 0.7):
+                    draft = address_wearer(draft, self.wearer)
+                    drafts.append(draft)
+                    problem = self.problem_with(draft, messages)
+                    if problem is None:
+                        return SummaryOutcome(draft, "model", tuple(rejected), tuple(drafts))
+                    rejected.append(problem)
         text = fallback_summary(messages, self.config.fallback_max_words, self.wearer)
         return SummaryOutcome(text, "fallback", tuple(rejected), tuple(drafts))
 
@@ -151,17 +158,22 @@ class Summarizer:
         """The summary sentence by sentence, each as soon as it is generated and checked."""
         return SummaryStream(self, messages)
 
-    def model_summary(self, messages: Sequence[Message], temperature: float) -> str:
-        earlier = ""
+    def model_summaries(self, messages: Sequence[Message], temperature: float) -> list[str]:
+        """The model's summary, then (greedy) the beam search's other finished summaries, best first.
+
+        A thread longer than the context budget is folded: each piece's prompt carries the summary so far,
+        and only the last piece's alternatives are summaries of the whole thread.
+        """
+        earlier: list[str] = [""]
         for piece in self.fold(messages):
-            prompt = summary_prompt(self.engine.prompt_format, self.dialogue(piece), earlier)
+            prompt = summary_prompt(self.engine.prompt_format, self.dialogue(piece), earlier[0])
             beams = self.config.summary_beams if temperature == 0 else 1
             completion = self.engine.complete(
                 prompt, max_tokens=self.config.max_summary_tokens, stop=("\n\n",), temperature=temperature,
                 beams=beams, length_penalty=self.config.summary_length_penalty,
             )
-            earlier = " ".join(completion.text.split())
-        return earlier
+            earlier = [" ".join(text.split()) for text in (completion.text, *completion.runners_up)]
+        return [text for text in earlier if text] or [""]
 
     @property
     def verbatim_max_words(self) -> int:
@@ -217,31 +229,22 @@ class Summarizer:
 
     # -- reply suggestions ----------------------------------------------------
 
-    def _suggestions(self, messages: Sequence[Message], triaged: Triage) -> tuple[list[str], str]:
-        if not triaged.needs_reply:
-            return [], "none"
-        if self.engine is not None:
-            suggestions = self._model_suggestions(messages)
-            if len(suggestions) >= 2:
-                return suggestions, "model"
-        return fallback_suggestions(messages, self.wearer)[: self.config.suggestions], "template"
+    def reply_options(self, messages: Sequence[Message]) -> ReplyOptions:
+        propose = partial(self._model_replies, messages) if self.engine is not None else None
+        return reply_options(messages, self.wearer, self.config.suggestions, propose)
 
-    def _model_suggestions(self, messages: Sequence[Message]) -> list[str]:
+    def _model_replies(self, messages: Sequence[Message], ask: Ask) -> list[str]:
+        """The model's next message as the wearer: one greedy, the rest sampled; the prompt is evaluated once."""
         piece = self.fold(messages)[-1]
         prompt = reply_prompt(self.engine.prompt_format, self.dialogue(piece), self.wearer.name)
-        found: list[str] = []
-        # One greedy reply, then sampled ones for variety; the shared prompt is evaluated once.
-        for attempt in range(self.config.suggestions + 2):
+        replies = []
+        for attempt in range(self.config.suggestions):
             text = self.engine.complete(
-                prompt, max_tokens=40, stop=("\n",), temperature=0.0 if attempt == 0 else 0.8
-            ).text
+                prompt, max_tokens=40, stop=("\n",), temperature=0.0 if attempt == 0 else 0.8).text
             reply = " ".join(text.split()).removeprefix(f"{self.wearer.name}:").strip()
-            ok = 1 <= len(reply.split()) <= 25 and REPLY_TASK[:20] not in reply
-            if ok and check_grounding(reply, messages).ok and reply.lower() not in map(str.lower, found):
-                found.append(reply)
-            if len(found) == self.config.suggestions:
-                break
-        return found
+            if REPLY_TASK[:20] not in reply:
+                replies.append(reply)
+        return replies
 
 
 class SummaryStream:

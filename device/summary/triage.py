@@ -3,8 +3,7 @@
 Deterministic rules, no model: they run before (and independently of) any
 summary, so a wearer hears "urgent, needs a reply" even when the model is off.
 Only what others said since the wearer last spoke counts: once the wearer has
-answered, the thread is handled. ``fallback_suggestions`` offers generic replies
-that state no facts, so they can never put words in the wearer's mouth.
+answered, the thread is handled. Reply options are replies.py's.
 """
 
 from __future__ import annotations
@@ -37,8 +36,6 @@ _REQUEST = re.compile(
     r"|(?:need|want) you to|don'?t forget|remember to|make sure|(?:call|text|ring) me)\b"
     r"|(?:^|[.!?,;:])[ \t]*+(?:call|text|send|bring|come|check|pick|buy|tell|reply|confirm|meet)\b",
     re.IGNORECASE | re.MULTILINE)
-# "Are you free?" matches _REQUEST but wants a yes or no, not "Sure, I'll do it."
-_ARE_YOU = re.compile(r"\b(?:are|r) (?:you|u)\b", re.IGNORECASE)
 _URGENT = re.compile(
     r"\b(?:urgent(?:ly)?|asap|emergency|immediately|right away|right now|leak(?:s|ing)?"
     r"|hospital|ambulance|911|accident)\b", re.IGNORECASE)
@@ -48,28 +45,17 @@ _SAME_DAY = re.compile(
     r"\b(?:today|tonight|this (?:morning|afternoon|evening)|in (?:an?|one|half an) hour"
     r"|in \d+ ?(?:min|mins|minutes|hours?)\b|by (?:\d{1,2}(?:[:.]\d\d)?[ \t]*+(?:am|pm)?|noon|eod)"
     r"|end of (?:the )?day)\b", re.IGNORECASE)
-_WHEN = re.compile(r"\b(?:when|what time|which day|what day|how soon|how long)\b", re.IGNORECASE)
-_WH = re.compile(r"^[ \t]*+(?:what|where|who|why|how|which)\b", re.IGNORECASE | re.MULTILINE)
 # Plans and changes to them are worth hearing even when nobody asks anything.
 _SCHEDULE = re.compile(
     r"\b\d{1,2}(?::\d\d|\s?[ap]m)\b|\b(?:tonight|tomorrow|monday|tuesday|wednesday|thursday"
     r"|friday|saturday|sunday|noon|deadline|meeting|appointment|moved|cancel(?:l?ed)?|postponed"
     r"|rescheduled)\b", re.IGNORECASE)
 
-_SUGGESTIONS = {
-    "when": ["I'll let you know shortly.", "What time suits you?", "Let me check and get back to you."],
-    "request": ["Sure, I'll do it.", "Sorry, I can't right now.", "Let me check and get back to you."],
-    "yes/no": ["Yes, that works.", "Sorry, I can't.", "Let me check and get back to you."],
-    "open": ["I'll let you know shortly.", "Let me check and get back to you.", "Thanks, got it."],
-    "other": ["Thanks, got it.", "Sounds good.", "Talk later."],
-}
-
-
 def _same(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _pending(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
+def unanswered(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
     """Messages from others the wearer has not answered yet.
 
     With a known wearer: everything others sent after the wearer's last message
@@ -91,13 +77,13 @@ def asks_of_wearer(messages: Sequence[Message], wearer: Wearer) -> list[Message]
     """The messages others sent since the wearer last spoke that ask a question or make a request."""
     if not wearer:
         return []
-    return [m for m in _pending(messages, wearer) if _QUESTION.search(m.text) or _REQUEST.search(m.text)
+    return [m for m in unanswered(messages, wearer) if _QUESTION.search(m.text) or _REQUEST.search(m.text)
             or wearer.is_named_in(m.text)]
 
 
 def triage(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Triage:
     """Urgency and whether a reply is owed, from what others said since the wearer spoke."""
-    pending = _pending(messages, wearer)
+    pending = unanswered(messages, wearer)
     if not pending:
         return Triage("low", False, "nothing new from others" if messages else "no messages")
     text = "\n".join(m.text for m in pending)
@@ -130,26 +116,3 @@ def triage(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Triage:
         urgency = "low"
         reasons.append("social chatter or FYI")
     return Triage(urgency, needs_reply, "; ".join(reasons))
-
-
-def _kind(text: str) -> str:
-    """What sort of reply the latest question or request calls for."""
-    if _WHEN.search(text):
-        return "when"
-    if _REQUEST.search(text) and not _ARE_YOU.search(text):
-        return "request"
-    if _WH.search(text):
-        return "open"
-    if _QUESTION.search(text):
-        return "yes/no"
-    return "other"
-
-
-def fallback_suggestions(messages: Sequence[Message], wearer: Wearer = Wearer()) -> list[str]:
-    """Two or three generic replies, chosen by the kind of the latest ask; they add no facts."""
-    pending = _pending(messages, wearer)
-    for message in reversed(pending):
-        kind = _kind(message.text)
-        if kind != "other":
-            return list(_SUGGESTIONS[kind])
-    return list(_SUGGESTIONS["other"])
