@@ -16,6 +16,10 @@ published scores to place them among. Writes JSON, per-dialogue JSONL and a PNG.
 
     python -m tidings.bench.summary_eval --adapter models/adapters/tidings-task/adapter.gguf
 
+`--split validation` runs the same on the slice of SAMSum validation that training holds out
+(about 65 dialogues): the figure to choose between adapters and recipes by, since SAMSum test
+is never tuned on.
+
 A stopped run resumes where it stopped: finished dialogues are kept in OUT/summary_quality.partial.jsonl.
 """
 
@@ -37,7 +41,7 @@ from tidings.device.summary.grounding import check_grounding
 from tidings.device.llm.prompts import render_dialogue, summary_prompt
 from tidings.device.summary.summarizer import Summarizer
 from tidings.models.registry import DEFAULT_MODEL, resolve_model
-from tidings.models.training.data import DATA_DIR, load_samsum
+from tidings.models.training.data import DATA_DIR, HOLDOUT, load_samsum, split_holdout, training_dialogues
 from tqdm import tqdm
 
 PUBLISHED = {  # SAMSum test, ROUGE-1/2/L
@@ -59,12 +63,24 @@ def score(scorer: rouge_scorer.RougeScorer, rows: list[dict], variant: str) -> d
     }
 
 
+SPLITS = {"test": "SAMSum test", "validation": "SAMSum validation, the held-out slice no adapter trains on"}
+
+
+def split_dialogues(split: str):
+    """SAMSum test (the reported number; never tuned on), or the validation slice training holds out (for
+    choosing between adapters and recipes)."""
+    if split == "test":
+        return load_samsum(DATA_DIR / "samsum_test.json")
+    _, held = split_holdout(training_dialogues(), HOLDOUT, seed=0)
+    return [d for d in held if d.corpus == "samsum"]
+
+
 def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: int,
-        model: str = DEFAULT_MODEL, checkpoint: Path | None = None) -> tuple[dict, list[dict]]:
+        model: str = DEFAULT_MODEL, checkpoint: Path | None = None, split: str = "test") -> tuple[dict, list[dict]]:
     """Every dialogue's row is appended to `checkpoint` as it is done; a rerun skips the rows already there."""
     config = Config()
     model = resolve_model(model, config.model.cache_dir)
-    dialogues = load_samsum(DATA_DIR / "samsum_test.json")[:limit]
+    dialogues = split_dialogues(split)[:limit]
     engine = Engine(model, EngineConfig(n_ctx=2048, n_threads=threads))
     engine.load_adapter(adapter, "task")
     summarizer = Summarizer(SummarizerConfig(), engine)
@@ -77,7 +93,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
     saving = checkpoint.open("a") if checkpoint is not None else None
     rows: list[dict] = []
     timings: dict[str, list[float]] = {v: [] for v in variants}
-    for dialogue in tqdm(dialogues, desc="SAMSum test", unit="dialogue", initial=0):
+    for dialogue in tqdm(dialogues, desc=SPLITS[split].split(",")[0], unit="dialogue", initial=0):
         if dialogue.id in done:
             rows.append(done[dialogue.id])
             continue
@@ -115,7 +131,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
     report = {
         "benchmark": "summary_quality",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": "SAMSum test", "dialogues": len(rows),
+        "dataset": SPLITS[split], "dialogues": len(rows),
         "model": model.name, "adapter": str(adapter),
         "decoding": {"device": f"{summarizer.config.summary_beams} beams, length penalty "
                                f"{summarizer.config.summary_length_penalty}", "base": "greedy"},
@@ -146,7 +162,8 @@ def plot(report: dict, path: Path) -> None:
     ax.bar_label(bars, fmt="%.1f", padding=3)
     ax.axvline(35, color="#d62728", ls="--", lw=1, label="floor 35")
     ax.axvline(37.5, color="#2ca02c", ls="--", lw=1, label="goal 37.5 (bart-base)")
-    ax.set_xlabel("ROUGE-L F1 on SAMSum test (blue: Tidings through llama.cpp; grey: published)")
+    ax.set_xlabel(f"ROUGE-L F1 on {report['dataset'].split(',')[0]} (blue: Tidings through llama.cpp; "
+                  "grey: published on SAMSum test)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -160,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--split", choices=list(SPLITS), default="test",
+                        help="test: the reported number, never tuned on; validation: the held-out slice of SAMSum "
+                             "validation, for choosing between adapters (default: %(default)s)")
     args = parser.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "summary_quality" + (f"_first{args.limit}" if args.limit else "")
+    stem = ("summary_quality" + ("" if args.split == "test" else f"_{args.split}")
+            + (f"_first{args.limit}" if args.limit else ""))
     report, rows = run(args.adapter, args.limit, variants, args.threads,
-                       checkpoint=args.out / f"{stem}.partial.jsonl")
+                       checkpoint=args.out / f"{stem}.partial.jsonl", split=args.split)
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     with (args.out / f"{stem}.jsonl").open("w") as f:
         for row in rows:

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tidings.device.llm.prompts import FORMATS
-from tidings.models.training.data import Dialogue, Example, build_examples, split_holdout, training_dialogues
+from tidings.models.training.data import HOLDOUT, Dialogue, Example, build_examples, split_holdout, training_dialogues
 
 GEMMA = FORMATS["gemma"]
-HOLDOUT = 0.08
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 

@@ -200,7 +200,7 @@ def corpus_token_ids(base_path: Path) -> tuple[list[list[int]], list[list[int]]]
         split_holdout,
         training_dialogues,
     )
-    from tidings.models.training.recipe import HOLDOUT
+    from tidings.models.training.data import HOLDOUT
     from tidings.models.training.train import Tokenizer, TrainConfig
 
     tokenizer = Tokenizer(base_path)

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from tidings.device.messages import Message
 
 SUMMARY_TASK = "Summarize this chat in one or two sentences: who wants what, and by when."
-ROLLING_TASK = (
-    "Summarize this chat in one or two sentences: who wants what, and by when. "
-    "Earlier in the chat: {earlier}"
-)
+# Said to the chat's reader: their messages are under their name, and the summary calls them "you".
+WEARER_SUMMARY_TASK = ("Summarize this chat for {wearer} in one or two sentences, calling {wearer} \"you\": "
+                       "who wants what, and by when.")
+EARLIER = " Earlier in the chat: {earlier}"
+ROLLING_TASK = SUMMARY_TASK + EARLIER
 REPLY_TASK = "Write the next message in this chat, as {wearer}. One short sentence."
 DICTATION_TASK = "Write this dictated reply as a clean chat message. Keep its meaning; add nothing."
 
@@ -63,8 +64,11 @@ def user_turn(fmt: PromptFormat, content: str) -> Prompt:
     return Prompt(((fmt.user_open, True), (content, False), (fmt.user_close, True)), (fmt.end_of_turn,))
 
 
-def summary_prompt(fmt: PromptFormat, dialogue: str, earlier: str = "") -> Prompt:
-    task = ROLLING_TASK.format(earlier=earlier) if earlier else SUMMARY_TASK
+def summary_prompt(fmt: PromptFormat, dialogue: str, earlier: str = "", wearer: str = "") -> Prompt:
+    """The summary task; with `wearer`, a summary said to them (the third person without)."""
+    task = WEARER_SUMMARY_TASK.format(wearer=wearer) if wearer else SUMMARY_TASK
+    if earlier:
+        task += EARLIER.format(earlier=earlier)
     return user_turn(fmt, f"{dialogue}\n\n{task}")
 
 

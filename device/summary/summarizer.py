@@ -166,7 +166,7 @@ class Summarizer:
         """
         earlier: list[str] = [""]
         for piece in self.fold(messages):
-            prompt = summary_prompt(self.engine.prompt_format, self.dialogue(piece), earlier[0])
+            prompt = summary_prompt(self.engine.prompt_format, self.dialogue(piece), earlier[0], self.wearer.name)
             beams = self.config.summary_beams if temperature == 0 else 1
             completion = self.engine.complete(
                 prompt, max_tokens=self.config.max_summary_tokens, stop=("\n\n",), temperature=temperature,
@@ -269,7 +269,7 @@ class SummaryStream:
         streamable = (engine is not None and word_count(self.messages) > summarizer.verbatim_max_words
                       and not suspicions(self.messages))
         if streamable and len(pieces := summarizer.fold(self.messages)) == 1:
-            prompt = summary_prompt(engine.prompt_format, summarizer.dialogue(pieces[0]))
+            prompt = summary_prompt(engine.prompt_format, summarizer.dialogue(pieces[0]), wearer=summarizer.wearer.name)
             stream = engine.stream(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",))
             for sentence in sentences(stream):
                 sentence = address_wearer(" ".join(sentence.split()), summarizer.wearer)

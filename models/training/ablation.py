@@ -26,7 +26,8 @@ from tidings.models.registry import DEFAULT_MODEL, resolve_model
 from tidings.models.training.data import build_examples, split_holdout, training_dialogues
 from tidings.models.training.export import export_peft_model
 from tidings.models.training.hf_base import load_hf_base
-from tidings.models.training.recipe import HOLDOUT, REPLY_SHARE
+from tidings.models.training.data import HOLDOUT
+from tidings.models.training.recipe import REPLY_SHARE
 from tidings.models.training.train import ALL_LINEAR, Tokenizer, TrainConfig, evaluate, tokenize_examples, train_lora
 
 CANDIDATES = {

@@ -26,6 +26,8 @@ from tidings.device.llm.prompts import Prompt, PromptFormat, render_dialogue, re
 
 # The repository's sibling `shared/data`, unless $TIDINGS_DATA_DIR says otherwise.
 DATA_DIR = Path(os.environ.get("TIDINGS_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+# The share of each training corpus held out of training (a fixed seeded slice): for validation and tuning.
+HOLDOUT = 0.08
 _TURN = re.compile(r"^([^:]{1,60}):\s?(.*)$")
 _T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -43,9 +45,11 @@ class Example:
     """One training pair: the prompt, and the answer the loss is taken on."""
 
     id: str
-    task: str  # "summary" or "reply"
+    task: str  # "summary", "wearer-summary" or "reply"
     prompt: Prompt
     answer: str
+    # Wrong answers to train against (the wrong person, a flipped negation, a superseded value).
+    negatives: tuple[str, ...] = ()
 
 
 def dialogue_messages(dialogue_id: str, text: str) -> tuple[Message, ...]:

@@ -62,6 +62,8 @@ class TrainConfig:
     bf16: bool = True
     # FFA-LoRA (federated adapters): A stays where the initial adapter put it, only B trains.
     frozen_a: bool = False
+    # Weight of the unlikelihood term on hard negatives' first wrong token (0: cross-entropy only).
+    unlikelihood: float = 0.0
 
 
 @dataclass
@@ -70,6 +72,8 @@ class TokenizedExample:
     task: str
     ids: list[int]
     answer_start: int  # index of the first answer token in `ids`
+    # (position, token): a hard negative's first token where it parts from the answer, at that position.
+    wrong_tokens: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,7 +94,13 @@ class Tokenizer:
         prompt = tokenize_prompt(self.vocabulary, example.prompt)
         answer = self.vocabulary.tokenize(example.answer, special=False)
         answer += self.vocabulary.tokenize(end_of_turn, special=True)
-        return TokenizedExample(example.id, example.task, prompt + answer, len(prompt))
+        wrong = {}
+        for negative in example.negatives:
+            ids = self.vocabulary.tokenize(negative, special=False)
+            parted = next((i for i, (a, b) in enumerate(zip(answer, ids)) if a != b), None)
+            if parted is not None:
+                wrong.setdefault(len(prompt) + parted, ids[parted])
+        return TokenizedExample(example.id, example.task, prompt + answer, len(prompt), sorted(wrong.items()))
 
 
 def tokenize_examples(tokenizer: Tokenizer, examples: Sequence[Example], end_of_turn: str,
@@ -129,8 +139,13 @@ def attach_lora(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
 
 
 def answer_loss(peft_model: torch.nn.Module, batch: Sequence[TokenizedExample], pad_id: int,
-                bf16: bool = False) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens, with logits formed only where they are scored."""
+                bf16: bool = False, unlikelihood: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens, with logits formed only where they are scored.
+
+    With `unlikelihood`, plus that weight times the mean of -log(1 - p(wrong token)) at each hard
+    negative's first wrong token (Welleck et al. 2019's token-level unlikelihood): the prefix up to
+    there is the reference's own, so those probabilities come from the same forward pass.
+    """
     width = max(len(e.ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -149,7 +164,15 @@ def answer_loss(peft_model: torch.nn.Module, batch: Sequence[TokenizedExample], 
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return torch.nn.functional.cross_entropy(logits, ids[rows_t, cols_t])
+    loss = torch.nn.functional.cross_entropy(logits, ids[rows_t, cols_t])
+    scored = {(b, c): i for i, (b, c) in enumerate(zip(rows, cols))}  # (example, position) -> logits row
+    wrong = [(scored[(b, position)], token) for b, example in enumerate(batch)
+             for position, token in example.wrong_tokens if (b, position) in scored]
+    if unlikelihood and wrong:
+        at = torch.tensor([i for i, _ in wrong])
+        p_wrong = torch.softmax(logits[at], dim=-1)[torch.arange(len(wrong)), torch.tensor([t for _, t in wrong])]
+        loss = loss + unlikelihood * -torch.log1p(-p_wrong.clamp(max=1 - 1e-6)).mean()
+    return loss
 
 
 def answer_tokens(examples: Sequence[TokenizedExample]) -> int:
@@ -168,13 +191,13 @@ def micro_batches(batch: Sequence[TokenizedExample], max_tokens: int) -> list[li
 
 
 def accumulate_answer_loss(peft_model: torch.nn.Module, batch: Sequence[TokenizedExample], pad_id: int,
-                           micro_batch_tokens: int, bf16: bool = False) -> float:
+                           micro_batch_tokens: int, bf16: bool = False, unlikelihood: float = 0.0) -> float:
     """Backpropagate the batch's mean answer loss piece by piece; returns that loss."""
     answers = answer_tokens(batch)
     total = 0.0
     for piece in micro_batches(batch, micro_batch_tokens):
         share = answer_tokens(piece) / answers
-        loss = answer_loss(peft_model, piece, pad_id, bf16) * share
+        loss = answer_loss(peft_model, piece, pad_id, bf16, unlikelihood) * share
         loss.backward()
         total += loss.item()
     return total
@@ -260,7 +283,7 @@ def train_lora(
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * _lr_factor(state.step, total, config.warmup_steps)
         loss = accumulate_answer_loss(peft_model, [train[i] for i in plan[state.step]], pad_id,
-                                      config.micro_batch_tokens, config.bf16)
+                                      config.micro_batch_tokens, config.bf16, config.unlikelihood)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
