@@ -54,7 +54,13 @@ deterministic except the timings.
      came from the model or the cleaned dictation.
      Goal: p95 <= 1.2 s.
    Percentiles are nearest-rank. Engines are warm (used before timing).
-4. The machine: CPU, cores, date, package versions, load average at start and
+4. The dictation set (bench/dictations.py: what the wearer says and the reply it
+   means, "tell him I will be home at nine" -> "I will be home at nine."): each
+   dictation spoken by every voice, clean, transcribed as the loop transcribes a
+   dictation and composed by ReplyComposer on the device's engine; a reply is as
+   expected when it normalizes (as for WER) to the expected one. Also scored on the
+   written dictations (no speech), which says what the composer does on its own.
+5. The machine: CPU, cores, date, package versions, load average at start and
    end (this benchmark is sensitive to other work on the machine: read the load).
 
 Saves voice.json and voice.png in --out. JSON keys: benchmark, date, quick,
@@ -63,7 +69,7 @@ utterances}, commands {accuracy, alone, carrier, by_voice, trials,
 false_accept {rate, accepted, n, by_condition}}, latency {arrival {summary,
 lead_silence_s, goal_p95_s, met, inserted, timed, not_timed, trials}, readback
 {summary, parts, compose_sources, goal_p95_s, met, timed, not_timed, trials}},
-goals. Each summary is {p50, p95, mean, max, n}.
+dictation_set {n, written {as_expected, rows}, spoken {as_expected, by_voice, rows}}, goals. Each summary is {p50, p95, mean, max, n}.
 """
 
 from __future__ import annotations
@@ -88,6 +94,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from tidings.bench.dictations import DICTATIONS
 from tidings.bench.engine_bench import cpu_model
 from tidings.bench.speech_corpus import (
     Script,
@@ -179,6 +186,7 @@ class Options:
     snr_db: float = 10.0
     arrivals: int = 20
     dictations: int = 10
+    dictation_set: Sequence[tuple[str, str]] = DICTATIONS
     arrival_gap: float = 4.5  # silence between the wearer's "Next."s: one arrival per gap
     readback_wait: float = 6.0  # silence between a dictation and "Cancel."
     seed: int = 0
@@ -344,6 +352,30 @@ def score_replies(rows: list[dict], voices: list[str], conds: Sequence[str]) -> 
                          for c in conds},
     }
     return wer, false_accept
+
+
+def measure_dictation_set(stt: WhisperStt, voices: dict[str, Tts], composer: ReplyComposer,
+                          options: Options) -> dict:
+    """The share of dictations whose reply is the one they mean: written, and spoken by each voice (clean)."""
+    def expected(reply: str, wanted: str) -> bool:
+        return normalize(reply) == normalize(wanted)
+
+    written = [{"dictation": d, "reply": (r := composer.compose(d).text), "expected": e, "ok": expected(r, e)}
+               for d, e in options.dictation_set]
+    spoken = []
+    for label, tts in tqdm(voices.items(), desc="dictation set", unit="voice", disable=not options.progress):
+        for dictation, wanted in options.dictation_set:
+            heard = stt.transcribe(utterance(tts, dictation)).text
+            reply = composer.compose(heard).text
+            spoken.append({"voice": label, "dictation": dictation, "heard": heard, "reply": reply,
+                           "expected": wanted, "ok": expected(reply, wanted)})
+    return {
+        "n": len(options.dictation_set),
+        "written": {"as_expected": sum(r["ok"] for r in written) / len(written), "rows": written},
+        "spoken": {"as_expected": sum(r["ok"] for r in spoken) / max(1, len(spoken)),
+                   "by_voice": {v: statistics.fmean(r["ok"] for r in spoken if r["voice"] == v) for v in voices},
+                   "rows": spoken},
+    }
 
 
 def measure_commands(stt: WhisperStt, voices: dict[str, Tts], options: Options) -> dict:
@@ -698,6 +730,9 @@ def run(options: Options) -> dict:
         ReplyComposer(summarizer.engine).compose("Tell him I'm on my way.")
     phase("model_load", t)
     t = time.monotonic()
+    dictation_set = measure_dictation_set(stt, voices, ReplyComposer(summarizer.engine), options)
+    phase("dictation_set", t)
+    t = time.monotonic()
     arrival = measure_arrivals(summarizer, hibari, stt, config, options)
     phase("arrivals", t)
     t = time.monotonic()
@@ -723,6 +758,7 @@ def run(options: Options) -> dict:
         "stt_wer": wer,
         "commands": commands,
         "latency": {"arrival": arrival, "readback": readback},
+        "dictation_set": dictation_set,
     }
     report["goals"] = {
         "arrival_to_announcement_p95_s": {"goal": f"<= {GOALS['arrival_p95_s']}", "value": arrival["summary"]["p95"],
@@ -770,6 +806,10 @@ def table(report: dict) -> str:
     lines.append(f"    replies from the model: {cs['model']}, from the cleaned dictation: {cs['dictation']}"
                  + (f" (rejected: {', '.join(f'{k} x{v}' for k, v in cs['rejected'].items())})"
                     if cs["rejected"] else ""))
+    ds = report["dictation_set"]
+    lines.append(f"Dictation set ({ds['n']} dictations): replies as expected, written "
+                 f"{ds['written']['as_expected']:.1%}, spoken {ds['spoken']['as_expected']:.1%} ("
+                 + ", ".join(f"{v} {share:.0%}" for v, share in ds["spoken"]["by_voice"].items()) + ")")
     m = report["machine"]
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, load average {m['load_avg_start'][0]:.2f} at start, "
                  f"{m['load_avg_end'][0]:.2f} at end")
@@ -853,7 +893,9 @@ def options_from(args: argparse.Namespace) -> Options:
     voices = args.voices.split(",") if args.voices else (VOICES[:2] if quick else VOICES)
     replies = REPLIES[: args.replies or (4 if quick else len(REPLIES))]
     phrases = COMMAND_PHRASES if not quick else COMMAND_PHRASES[:8]  # quick: the words alone
+    dictation_set = DICTATIONS[:6] if quick else DICTATIONS
     return Options(replies=replies, voices=voices, command_phrases=phrases, snr_db=args.snr,
+                   dictation_set=dictation_set,
                    arrivals=args.arrivals or (3 if quick else 20), dictations=args.dictations or (2 if quick else 10),
                    seed=args.seed, engine_threads=args.engine_threads, quick=quick, progress=not args.no_progress)
 

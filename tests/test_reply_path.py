@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from tidings.device.messages import parse_lines
 from tidings.device.store import Store
 from tidings.device.tools import ToolCall, ToolError, send_reply, validate
-from tidings.device.voice.compose import ReplyComposer, clean_dictation, needs_tidying, rewrite_problem
+from tidings.bench.dictations import DICTATIONS
+from tidings.device.voice.compose import ReplyComposer, clean_dictation, direct_reply, needs_tidying, rewrite_problem
 
 FEED = ['{"id": "m1", "thread": "family", "sender": "Mom", "text": "Pick up Lily at 5:30?", '
         '"sent_at": "2026-11-20T15:02:00+01:00"}']
@@ -101,7 +103,7 @@ def test_a_clean_dictation_is_read_back_without_a_model_call():
         def complete(self, *args, **kwargs):
             raise AssertionError("the model was asked to rewrite a clean dictation")
 
-    assert ReplyComposer(NoModel()).compose("Tell her I'll be there at six.").text == "Tell her I'll be there at six."
+    assert ReplyComposer(NoModel()).compose("Tell her I'll be there at six.").text == "I'll be there at six."
 
 
 @pytest.mark.model
@@ -113,3 +115,28 @@ def test_the_composer_keeps_the_wearers_meaning_on_the_real_model(engine):
         assert rewrite_problem(reply.text, clean_dictation(dictation)) == ""
         if reply.source == "dictation":
             assert reply.text == clean_dictation(dictation)
+
+
+@pytest.mark.parametrize("dictation, reply", DICTATIONS)
+def test_a_dictation_about_the_reply_becomes_the_reply(dictation, reply):
+    assert ReplyComposer().compose(dictation).text == reply
+
+
+def test_the_dictation_set_adds_no_word_but_you():
+    """The expected replies themselves: every word was dictated, except "you" for the addressee and the
+    verb agreeing with it ("she doesn't" → "you don't", "he wants" → "you want")."""
+    agreeing = {"are", "were", "have", "do", "don't", "aren't", "weren't", "haven't"}
+    assert len(DICTATIONS) >= 30
+    for dictation, reply in DICTATIONS:
+        said = set(re.findall(r"[a-z']+", dictation.lower()))
+        said |= {w[:-1] for w in said if w.endswith("s")}
+        added = set(re.findall(r"[a-z']+", reply.lower())) - said
+        assert all(w.startswith("you") or w in agreeing for w in added), (dictation, added)
+
+
+def test_an_indirect_dictation_turns_only_the_addressees_pronouns():
+    assert direct_reply("tell her I'll pick her up") == "I'll pick you up"
+    assert direct_reply("tell him his keys are here") == "Your keys are here"
+    assert direct_reply("tell Sam she can come and bring her sister") == "You can come and bring your sister"
+    assert direct_reply("tell Sam he and she can come") == "He and she can come"  # whose is whose: left as said
+    assert direct_reply("tell me about it") == "tell me about it"

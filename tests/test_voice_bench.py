@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tidings.bench.dictations import DICTATIONS
 from tidings.bench.voice_bench import COMMAND_PHRASES, REPLIES, Options, normalize, run, save
 from tidings.device.voice.commands import Command
 
@@ -43,13 +44,13 @@ def test_tiny_run_has_the_documented_keys_and_sane_values(tmp_path: Path):
     phrases = [p for p in COMMAND_PHRASES if p[0] is Command.SEND]  # "Send." and "Okay, send it."
     # One llama.cpp thread: on a busy 2-core machine two threads can stall for many seconds (see the README).
     options = Options(replies=REPLIES[:2], voices=["hibari"], command_phrases=phrases, arrivals=2, dictations=1,
-                      engine_threads=1, progress=False)
+                      dictation_set=DICTATIONS[:2], engine_threads=1, progress=False)
     json_path, png_path = save(run(options), tmp_path)
     assert png_path.stat().st_size > 0
     report = json.loads(json_path.read_text())
 
     for key in ("benchmark", "date", "quick", "seed", "machine", "versions", "setup", "stt_wer", "commands",
-                "latency", "goals"):
+                "latency", "goals", "dictation_set"):
         assert key in report
     machine = report["machine"]
     assert machine["cpu"] and machine["cores"] >= 1
@@ -88,3 +89,6 @@ def test_tiny_run_has_the_documented_keys_and_sane_values(tmp_path: Path):
     assert 0 <= sources["model_share"] <= 1
 
     assert set(report["goals"]) == {"arrival_to_announcement_p95_s", "speech_end_to_readback_p95_s"}
+    dictation_set = report["dictation_set"]
+    assert dictation_set["n"] == 2 and dictation_set["written"]["as_expected"] == 1.0  # the composer alone
+    assert len(dictation_set["spoken"]["rows"]) == 2 and 0 <= dictation_set["spoken"]["as_expected"] <= 1

@@ -1,7 +1,11 @@
 """From the wearer's dictation to the reply they hear read back.
 
 Speech recognition gives the wearer's words with their ums and ahs. The reply
-must read as they would type it, keep their meaning and add nothing. When
+must read as they would type it, keep their meaning and add nothing. A
+dictation said *about* the reply ("tell him I'll be home at nine", "say yes")
+becomes the reply itself ("I'll be home at nine.", "Yes."): the instruction is
+dropped, and the person it names, now the one reading, is turned to "you"
+("tell her she can come" → "You can come."); no other word changes. When
 the dictation has filler, a stammer or a self-correction, the LLM rewrites it
 (it sees only the dictation, not the thread), and its
 text is kept only if every person, number, time and date in it was dictated
@@ -53,6 +57,88 @@ def clean_dictation(text: str) -> str:
     return text if text[-1] in ".!?" else text + "."
 
 
+# "tell him (that) …", "let her know …", "text Mom …", "say …", "reply …": the reply is what follows.
+_TOLD = re.compile(
+    r"^(?:please\s+|can you\s+|could you\s+)?(?:(?:tell|text|message|remind|write)\s+(?P<to>him|her|them|the\s+\w+|\w+)"
+    r"|let\s+(?P<let>him|her|them|the\s+\w+|\w+)\s+know|(?:say(?!\s+(?:hi|hello|hey)\s+to\b)|reply|answer|respond)(?:\s+(?:with|to\s+(?:him|her|them|\w+)))?)"
+    r"(?:\s+that)?[,:]?\s+(?P<rest>.+)$", re.IGNORECASE)
+_TO_VERB = re.compile(r"^to\s+(?P<verb>\w+)", re.IGNORECASE)
+_NOT_NAMES = frozenset("i me you it that this we us so yes no sure okay ok".split())
+_PRONOUNS = {"him": ("he", "him", "his", "himself"), "her": ("she", "her", "her", "herself"),
+             "them": ("they", "them", "their", "themselves")}
+# After an object "her" ("pick her up", "see her at 5"), not a possessive one ("her keys").
+_AFTER_OBJECT = frozenset("""up down in out off on at to from for back over around later tomorrow today tonight now
+    soon again too a an the some that this if when and or but so with by about""".split())
+_ADVERBS = frozenset("always also just still never really usually sometimes often already probably".split())
+_PARTICIPLES = frozenset("been got gone done had seen made left sent taken found".split())
+_FOR_YOU = {"is": "are", "was": "were", "has": "have", "does": "do", "doesn't": "don't", "isn't": "aren't",
+            "wasn't": "weren't", "hasn't": "haven't", "'s": "'re"}
+
+
+def direct_reply(dictation: str) -> str:
+    """The reply a dictation about the reply means: "tell him I'm late" → "I'm late"; else the dictation.
+
+    Only the instruction is dropped and the addressee's pronouns turned to "you" (with the verb agreeing);
+    every other word is the wearer's own.
+    """
+    match = _TOLD.match(dictation.strip())
+    if match is None:
+        return dictation
+    to = (match.group("to") or match.group("let") or "").lower()
+    if to in _NOT_NAMES:
+        return dictation
+    rest = match.group("rest").strip()
+    if told := _TO_VERB.match(rest):  # "tell him to call me" → "Call me."
+        rest = told.group("verb") + rest[told.end():]
+    if to in _PRONOUNS:
+        series = [_PRONOUNS[to]]
+    else:  # a name: turn whichever of he or she the rest uses, if only one of them
+        used = [p for p in ("him", "her") if re.search(rf"\b(?:{'|'.join(_PRONOUNS[p])})\b", rest, re.IGNORECASE)]
+        series = [_PRONOUNS[used[0]]] if len(used) == 1 else []
+    for subject, object_, possessive, reflexive in series:
+        rest = _turn_to_you(rest, subject, object_, possessive, reflexive)
+    return rest[:1].upper() + rest[1:]
+
+
+def _turn_to_you(text: str, subject: str, object_: str, possessive: str, reflexive: str) -> str:
+    words = re.findall(r"[\w']+|[^\w\s]+|\s+", text)
+    out: list[str] = []
+    for i, word in enumerate(words):
+        lower = word.lower()
+        following = next((w for w in words[i + 1:] if not w.isspace()), "")
+        contraction = lower.removeprefix(subject) if lower.startswith(subject + "'") else None
+        if contraction is not None:
+            has = contraction == "'s" and following.lower() in _PARTICIPLES
+            out.append("you" + ("'ve" if has else _FOR_YOU.get(contraction, contraction)))
+        elif lower == subject and lower != object_:
+            out.append("you")
+            verb_at = next((j for j in range(i + 1, len(words)) if not words[j].isspace()
+                            and words[j].lower() not in _ADVERBS and not words[j].lower().endswith("ly")), None)
+            if verb_at is not None:
+                words[verb_at] = _FOR_YOU.get(words[verb_at].lower(), _plain(words[verb_at]))
+        elif lower == reflexive:
+            out.append("yourself")
+        elif lower == possessive and (lower != object_ or following.lower() not in _AFTER_OBJECT and following.isalpha()):
+            out.append("your")
+        elif lower == object_:
+            out.append("you")
+        else:
+            out.append(word)
+    return "".join(out)
+
+
+def _plain(verb: str) -> str:
+    """A present-tense verb after "he" as it is after "you": "wants" → "want"; other words unchanged."""
+    lower = verb.lower()
+    if not lower.isalpha() or len(lower) < 3 or not lower.endswith("s") or lower.endswith("ss"):
+        return verb
+    if lower.endswith("ies"):
+        return verb[:-3] + "y"
+    if re.search(r"(?:sh|ch|x|o)es$", lower):
+        return verb[:-2]
+    return verb[:-1]
+
+
 _DISFLUENCY = re.compile(r"\b(\w+)\s+\1\b|\b(?:i mean|no wait|scratch that|actually no|sorry)\b", re.IGNORECASE)
 
 
@@ -97,7 +183,7 @@ class ReplyComposer:
         self.max_tokens = max_tokens
 
     def compose(self, dictation: str) -> ComposedReply:
-        cleaned = clean_dictation(dictation)
+        cleaned = clean_dictation(direct_reply(clean_dictation(dictation)))
         if self.engine is None or not cleaned or not needs_tidying(dictation):
             return ComposedReply(cleaned, "dictation")
         prompt = dictation_prompt(self.engine.prompt_format, cleaned)
