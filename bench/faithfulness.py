@@ -9,7 +9,7 @@ through the real device path, `tidings summarize --json` with `[wearer] name = "
 in a throwaway store, and every summary is scored:
 
 * faithful: non-empty and matching no `must_not` pattern;
-* complete: faithful and missing no `must` group (for a yes/no ask, also addressing Alex);
+* complete: faithful and missing no `must` group (when Alex is asked anything, also addressing Alex);
 * yes/no reply options usable: at least two distinct options, one accepting, one declining;
 * per kind of ask the device found (yes/no, choice, time, open, none): the options
   offered and the share of written options that passed the option checks.
@@ -28,7 +28,8 @@ missing fact, and writes OUT/faithfulness.json:
     {date, wall_s, config, suites: {name: {threads, faithful, complete, yesno_asked, yesno_usable,
       faithful_rate, complete_rate, untrusted_threads, injected_claims_stated,
       by_source {source: {threads, faithful, complete}}, rejections_by_check {check: drafts},
-      options_by_ask {kind: {threads, offered, turned_down, from_model, pass_rate}},
+      options_by_ask {kind found: {threads, offered, turned_down, from_model, pass_rate,
+                      labelled {the suite's ask: threads}}},
       results: [{thread, source, summary, suggestions, faithful, complete, wrong, missing, rejected, ask,
                  suggestions_source, suggestions_rejected}]}}}
 
@@ -79,7 +80,7 @@ class Thread:
     messages: tuple[tuple[str, str], ...]  # (sender, text)
     must: tuple[tuple[str, ...], ...]
     must_not: tuple[str, ...]
-    ask: str  # "yesno" or "none"
+    ask: str  # what the wearer is asked: "yesno", "choice", "time", "open" (own suites) or "none"
     reference: str
 
 
@@ -135,7 +136,7 @@ def usable_options(suggestions: object) -> bool:
 def score(thread: Thread, output: dict) -> Score:
     summary = _norm(output.get("summary"))
     wrong = tuple(p for p in thread.must_not if re.search(p, summary, re.I))
-    groups = list(thread.must) + ([(ADDRESSED,)] if thread.ask == "yesno" else [])
+    groups = list(thread.must) + ([(ADDRESSED,)] if thread.ask != "none" else [])
     missing = tuple(" | ".join(g) for g in groups if not any(re.search(p, summary, re.I) for p in g))
     faithful = bool(summary) and not wrong
     usable = usable_options(output.get("suggestions")) if thread.ask == "yesno" else None
@@ -173,7 +174,7 @@ def evaluate(threads: list[Thread], outputs: dict[str, dict]) -> dict:
                         "suggestions": output.get("suggestions", []), "faithful": s.faithful,
                         "complete": s.complete, "wrong": list(s.wrong), "missing": list(s.missing),
                         "usable": s.usable, "rejected": output.get("rejected", []), "spam": output.get("spam"),
-                        "ask": output.get("ask", "none"), "suggestions_source": output.get("suggestions_source"),
+                        "ask": output.get("ask", "none"), "ask_labelled": thread.ask, "suggestions_source": output.get("suggestions_source"),
                         "suggestions_rejected": output.get("suggestions_rejected", [])})
         tally = by_source.setdefault(source, {"threads": 0, "faithful": 0, "complete": 0})
         tally["threads"] += 1
@@ -205,7 +206,9 @@ def options_by_ask(results: list[dict]) -> dict[str, dict]:
     passed the option checks (the rest were turned down and replaced or dropped)."""
     kinds: dict[str, dict] = {}
     for r in results:
-        tally = kinds.setdefault(r["ask"], {"threads": 0, "offered": 0, "turned_down": 0, "from_model": 0})
+        tally = kinds.setdefault(r["ask"], {"threads": 0, "offered": 0, "turned_down": 0, "from_model": 0,
+                                            "labelled": {}})
+        tally["labelled"][r["ask_labelled"]] = tally["labelled"].get(r["ask_labelled"], 0) + 1
         tally["threads"] += 1
         tally["offered"] += len(r["suggestions"])
         tally["turned_down"] += len(r["suggestions_rejected"])

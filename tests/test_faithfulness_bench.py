@@ -115,6 +115,7 @@ def test_reply_options_are_tallied_per_kind_of_ask():
                     ["grounding: Gregory: See you with Gregory."]),
                    ("none", [], "none", [])])}
     tally = evaluate(threads, outputs)["options_by_ask"]
-    assert tally["yesno"] == {"threads": 1, "offered": 2, "turned_down": 0, "from_model": 0, "pass_rate": 1.0}
+    assert tally["yesno"] == {"threads": 1, "offered": 2, "turned_down": 0, "from_model": 0, "pass_rate": 1.0,
+                              "labelled": {threads[0].ask: 1}}
     assert tally["open"]["pass_rate"] == pytest.approx(2 / 3) and tally["open"]["from_model"] == 1
     assert tally["none"]["pass_rate"] is None

@@ -1,4 +1,4 @@
-"""Own dev split of the wearer-centric faithfulness suite: 20 invented chat threads sent to the
+"""Own dev split of the wearer-centric faithfulness suite: 26 invented chat threads sent to the
 wearer, Alex, in the same layout as wearer_dev.py (usable for tuning and tests).
 
 Each entry of `T` is (thread id, [(sender, text), ...], must, must_not, ask, reference).
@@ -6,15 +6,18 @@ Each entry of `T` is (thread id, [(sender, text), ...], must, must_not, ask, ref
 any alternative matches the summary); `must_not` lists regexes for wrong claims (the wrong
 person doing a thing, a lost negation, a superseded value, a swapped ask direction, a scam
 or injected claim stated as fact), written so that a correct summary does not match; `ask`
-is "yesno" when Alex is asked a yes/no question, else "none"; `reference` is one correct
-summary addressed to Alex as "you".
+is what Alex is asked: "yesno", "choice" (between named alternatives), "time", "open", or
+"none"; `reference` is one correct summary addressed to Alex as "you".
 
 Threads are sent eight a day in list order from Mon 23 Nov 2026 (thread i on day i//8, so
-these 20 fall on Mon 23 to Wed 25 Nov); relative dates such as "tomorrow" count from that
-day. 12 are short (1-4 messages, under 60 words) and 8 are longer (7-12 messages) with a
-plan, time, amount or helper that changes on the way. Seven hold messages Alex wrote; one
-is a phishing SMS from a phone number, one has an injected "summarize this chat as"
-instruction, one uses Korean script names, two are FYI only.
+these 26 fall on Mon 23 to Thu 26 Nov); relative dates such as "tomorrow" count from that
+day. The first 20: 12 short (1-4 messages, under 60 words) and 8 longer (7-12 messages)
+with a plan, time, amount or helper that changes on the way; seven hold messages Alex
+wrote; one is a phishing SMS from a phone number, one has an injected "summarize this chat
+as" instruction, one uses Korean script names, two are FYI only. The last 6 were added for
+kinds the first 20 lack: two choices and an open question (one of each long, with a changed
+time), a question about a time, a neighbour's possessives ("from the flat above yours ...
+into your kitchen"), and a thread where Alex asked and the other person committed.
 """
 W = r"(you|alex)"   # the wearer, addressed or named
 T = [
@@ -307,4 +310,92 @@ T = [
     r"\blunch\b[^.;]{0,30}\b(12[:.]00|13[:.]00|1 ?pm|noon)|\b(mon|tues|wednes|fri)day\b"],
    "yesno",
    "Tomorrow (Thursday) you meet Vantor's CTO Mr. Brandes at reception at 10:00 and do the lab tour, since Björn is at the dentist; Björn joins for lunch at 12:30 at Café Zeitlos (Kantine 3 is closed). Brandes is vegetarian. Nadine asks if you can print the NDA from the Vantor folder and have him sign it before the tour."),
+  # ---------------------------------------------------------------- Wed 25 Nov (choices, open questions, times)
+  ("movie-night-choice",
+   [("Lena", "movie night at mine on saturday!! 🍿"),
+    ("Lena", "Alex, Dune 2 or Paddington 3?")],
+   [[r"\bsat(urday)?\b"], [r"dune"], [r"paddington"], [r"lena"]],
+   [r"\bat (your|alex['’]s) (place|flat)|\b(you|alex)(['’]re| are)? hosting|\bat yours\b",
+    r"\b(fri|sun|mon|tues|wednes|thurs)day\b|\btonight\b",
+    r"\b(lena|she)( has)? (chose|chosen|picked|decided|prefers|wants)\b"],
+   "choice",
+   "Lena hosts movie night at her place on Saturday and asks whether you'd rather see Dune 2 or Paddington 3."),
+
+  ("mia-birthday-gift",
+   [("Jonas", "Mia turns 7 next Sunday 🎂 party at the climbing hall, 14:00"),
+    ("Sara", "ooh what are we getting her?"),
+    ("Jonas", "she's obsessed with dinosaurs"),
+    ("Sara", "I saw a dino excavation kit for 25 euros"),
+    ("Jonas", "she already has one from grandma 😅"),
+    ("Sara", "ok scrap that. maybe the dino encyclopedia then, 30 euros?"),
+    ("Jonas", "party moved to 15:00 btw, the hall had a double booking"),
+    ("Sara", "Alex, you know her best, what would she like?")],
+   [[r"\bmia\b"], [r"\bsun(day)?\b|\b6(th)? dec"], [r"15[:.]00|\b3 ?pm|\bat 3\b"], [r"dino|encyclopedia|present|gift"]],
+   [r"(?<!not )(?<!from )(?<!instead of )\b14[:.]00|\b2 ?pm\b",
+    r"\b(buy|get|getting|bought|chose|chosen)( her)?( a| the)? (dino )?excavation kit",
+    r"\b(you|alex)( turn|['’]re turning| are turning|['’]s turning)\b|\byour (party|birthday)",
+    r"\bmia( already)? (has|owns) (a|the) (dino )?encyclopedia|\b(sara|jonas)( has)? (bought|got|ordered)",
+    r"\b(satur|mon)day\b|\b(20|35|40) euros|€\s?(20|35|40)\b"],
+   "open",
+   "Mia turns 7 next Sunday; her party at the climbing hall moved to 15:00. Sara asks what you think Mia would like as a present: she loves dinosaurs but already has an excavation kit, so a dino encyclopedia (30 euros) is the idea so far."),
+
+  ("airport-pickup-time",
+   [("Uncle Pete", "Auntie Jo and I will pick you up from the airport on Friday 🚗"),
+    ("Uncle Pete", "what time does your flight land?")],
+   [[r"airport"], [r"\bfri(day)?\b|\b27(th)?\b"], [r"pete"], [r"what time|when|land|flight"]],
+   [r"\b(you|alex)( will|['’]ll| can| should)? (pick|collect|get|meet) (up )?(pete|jo|them|him)\b",
+    r"\b(satur|sun|mon|tues|wednes|thurs)day\b|\btomorrow\b",
+    r"\b(pete|jo|they|he)(['’]s| is| are)? (flying|landing|arriving)|\b(their|his|pete['’]s) flight"],
+   "time",
+   "Uncle Pete and Auntie Jo will pick you up from the airport on Friday; he asks what time your flight lands."),
+
+  ("farewell-dinner-tiebreak",
+   [("Priyanka", "team dinner for Marco's farewell! options: Thai Orchid or Bella Napoli"),
+    ("Leo", "Thai Orchid pls"),
+    ("Kim", "either works for me"),
+    ("Priyanka", "thursday 7pm?"),
+    ("Leo", "thursday I have the dentist, can we do wednesday?"),
+    ("Priyanka", "wednesday 7pm then. Marco confirmed 🎉"),
+    ("Kim", "👍"),
+    ("Priyanka", "Alex, you're the tiebreaker: Thai Orchid or Bella Napoli?")],
+   [[r"marco"], [r"\bwed(nesday)?\b|\b2(nd)? dec"], [r"7 ?pm|19[:.]00|\bat 7\b|\bseven\b"], [r"thai orchid"], [r"bella napoli"]],
+   [r"(?<!not )(?<!instead of )(?<!from )(?<!not on )\bthu(rs|rsday)?\b(?! (has|is|was) the dentist)",
+    r"\b(you|alex)(['’]re| are) leaving|(your|alex['’]s) farewell",
+    r"\b(booked|reserved|going with|chose|picked)( at)? (thai|bella)|\b(leo|kim|priyanka)( has)? (chose|chosen|picked|decided)",
+    r"\bkim (wants|prefers|votes)|\b(you|alex)( have| has|['’]ve)? (the |a )?dentist",
+    r"\b8 ?pm\b|\b20[:.]00\b"],
+   "choice",
+   "Marco's farewell team dinner is Wednesday at 7pm (moved from Thursday for Leo's dentist). Leo wants Thai Orchid and Kim doesn't mind, so Priyanka asks you to break the tie: Thai Orchid or Bella Napoli?"),
+
+  # ---------------------------------------------------------------- Thu 26 Nov
+  ("flat-above-leak",
+   [("Mr. Okafor", "Good morning Alex, this is Mr. Okafor from the flat above yours."),
+    ("Mr. Okafor", "My washing machine hose burst overnight and water has leaked through into your kitchen ceiling, I'm so sorry."),
+    ("Mr. Okafor", "The building's plumber, Kowalski, can come today at 2pm to check the damage in your kitchen."),
+    ("Mr. Okafor", "Will someone be home at 2 to let him in? If not, he can do tomorrow at 9.")],
+   [[r"okafor"], [r"kitchen"], [r"\b2 ?pm|14[:.]00|\bat 2\b|\btwo\b"], [r"leak|water"]],
+   [r"okafor['’]?s? (kitchen|ceiling)|\bhis (kitchen|ceiling)|\b(kitchen|ceiling) (of|in) (his|okafor['’]s) flat",
+    r"(your|alex['’]s) (washing machine|hose)|\b(you|alex)( have|['’]ve)? (burst|flooded|leaked)",
+    r"\bkowalski( is|['’]s)? (the |a )?(landlord|neighbou?r)|\bokafor( is|['’]s)? (the |a )?plumber",
+    r"\bokafor( will|['’]ll| can)? (come|check|fix|repair)",
+    r"\b(you|alex)(['’]ll| will) be (home|in|there)|\bsomeone will be home|\b(you|alex)( will|['’]ll)? let (him|kowalski) in"],
+   "yesno",
+   "Your upstairs neighbour Mr. Okafor says his washing machine hose burst and water leaked into your kitchen ceiling; the building's plumber Kowalski can check it today at 2pm, and he asks if someone can be home to let him in (otherwise tomorrow at 9)."),
+
+  ("karim-invoice-slides",
+   [("Alex", "Karim, can you send me the signed invoice by Friday?"),
+    ("Karim", "on it 👍 will send it tonight"),
+    ("Karim", "btw the amount changed to €480, the client added a second workshop"),
+    ("Alex", "ok great, thanks"),
+    ("Karim", "the client also wants the slides from both workshops by Monday"),
+    ("Karim", "I'm travelling all weekend so can you put the slides together? the raw files are in the shared drive under Q4")],
+   [[r"invoice"], [r"tonight"], [r"480"], [r"slides"], [r"\bmon(day)?\b|\b30(th)?\b"]],
+   [r"\b(you|alex)( will|['’]ll| to| should| need to| must)? send (karim |him )?(the |a )?(signed )?invoice",
+    r"€\s?(400|450|240)\b|\b(400|450|240)\s?(€|euros?)",
+    r"\bkarim( will|['’]ll| can| is going to)? (do|make|prepare|put together) (the )?slides",
+    r"\b(you|alex)(['’]re| are| will be) travelling|\byour (travel|trip)",
+    r"\b(you|alex) (asks?|asked|wants?) karim (for|to do|to make|to put) (the )?slides",
+    r"\b(tues|wednes|thurs|satur|sun)day\b(?<!friday)"],
+   "yesno",
+   "Karim will send you the signed invoice tonight; the amount is now €480 since the client added a second workshop. He's travelling all weekend and asks if you can put together the slides from both workshops by Monday (raw files in the shared drive under Q4)."),
 ]
