@@ -138,3 +138,8 @@ def test_on_the_real_model_every_offered_option_passes_its_checks():
             assert problem_with_option(option, messages, TOM, offered) is None
             offered.append(option)
         assert summary.suggestions_source in ("model", "template")
+
+
+def test_a_question_word_opening_the_last_clause_asks_an_open_question_and_how_about_proposes():
+    assert find_ask(thread(("Sara", "Alex, you know her best, what would she like?")), TOM).kind == "open"
+    assert find_ask(thread(("Sara", "ok, how about Friday?")), TOM).kind == "yesno"

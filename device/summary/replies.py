@@ -23,42 +23,41 @@ from typing import Literal
 
 from tidings.device.messages import Message
 from tidings.device.summary.grounding import check_grounding
-from tidings.device.summary.triage import unanswered
+from tidings.device.summary.triage import QUESTION, REQUEST, unanswered
 from tidings.device.summary.wearer import Wearer
 
 AskKind = Literal["yesno", "choice", "time", "open", "none"]
-ASK_KINDS: tuple[AskKind, ...] = ("yesno", "choice", "time", "open", "none")
 MAX_OPTION_WORDS = 15
 
 DEFER = "Let me check and get back to you."
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-_WH = re.compile(r"^\W*(?:so\W+|and\W+|ok\W+|also\W+)?(?:what|where|who|whom|whose|why|how|which)\b", re.IGNORECASE)
+# A question word opening the sentence or its last clause ("Alex, you know her best, what would she like?").
+_WH = re.compile(r"(?:^|[,;:]\s*)\W*(?:so\W+|and\W+|ok\W+|also\W+)?(?:what|where|who|whom|whose|why|how|which)\b"
+                 r"(?!\s+about\b)", re.IGNORECASE)  # "how about Friday?" proposes: a yes or a no
 _WHEN = re.compile(r"\b(?:when|what time|which day|what day|how soon|how long|until when)\b", re.IGNORECASE)
-_AUX = re.compile(r"^\W*(?:so\W+|and\W+|ok\W+|also\W+|hey\W+)?(?:are|is|do|does|did|can|could|would|will|should|shall"
-                  r"|have|has|wanna|want|r|u|any)\b", re.IGNORECASE)
-_REQUEST = re.compile(
-    r"\b(?:(?:can|could|would|will|are|r) (?:you|u)|(?:if|whether) (?:you|u) (?:can|could|would)|let me know|lmk|(?:need|want) you to"
-    r"|don'?t forget|remember to|make sure)\b|\b(?:please|pls|plz)\s+\w"
-    r"|^\W*(?:call|text|send|bring|come|check|pick|buy|tell|reply|confirm|meet|grab|book)\b",
-    re.IGNORECASE)
 # "X or Y?" names the alternatives; these endings only soften a yes/no question.
 _OR_TAIL = re.compile(r"^(?:not|no|nah|what|whatever|something|anything|so|later|else|never|sooner|maybe)\b",
                       re.IGNORECASE)
-_CLAUSE_END = re.compile(r"\s*(?:[,;(—–]|\s-\s|\b(?:since|because|cause|cuz|as|so|if|while|coz|bc|then|and then)\b)",
-                         re.IGNORECASE)
-_CAN = re.compile(r"\b(?:(?:can|could) (?:you|u)|(?:if|whether) (?:you|u) (?:can|could)) (?:please |pls |plz )?(?P<vp>.+?)(?:[?!]|\.(?!\S)|$)", re.IGNORECASE)
-_WILL = re.compile(r"\b(?:will|would) (?:you|u) (?:please |pls |plz )?(?P<vp>.+?)(?:[?!]|\.(?!\S)|$)", re.IGNORECASE)
-_WANT = re.compile(r"\b(?:would (?:you|u) like|(?:do )?(?:you|u) want|fancy|up for)\b|^\W*(?:want|wanna)\b", re.IGNORECASE)
+_CLAUSE_END = re.compile(
+    r"\s*(?:[,;(—–]|\s-\s|\b(?:since|because|cause|cuz|as|so|if|while|coz|bc|then|and then)\b)", re.IGNORECASE)
+# The words up to the end of the sentence: what is asked ("can you pick him up?" → "pick him up").
+_PHRASE = r"(?P<vp>.+?)(?:[?!]|\.(?!\S)|$)"
+_CAN = re.compile(r"\b(?:(?:can|could) (?:you|u)|(?:if|whether) (?:you|u) (?:can|could)) (?:please |pls |plz )?"
+                  + _PHRASE, re.IGNORECASE)
+_WILL = re.compile(r"\b(?:will|would) (?:you|u) (?:please |pls |plz )?" + _PHRASE, re.IGNORECASE)
+_WANT = re.compile(r"\b(?:would (?:you|u) like|(?:do )?(?:you|u) want|fancy|up for)\b|^\W*(?:want|wanna)\b",
+                   re.IGNORECASE)
 _CONFIRM = re.compile(r"\bconfirm\b", re.IGNORECASE)
-_ARE = re.compile(r"\b(?:are|r) (?:you|u) (?P<rest>.+?)(?:[?!]|\.(?!\S)|$)", re.IGNORECASE)
-_MAY_I = re.compile(r"\b(?:can|could|may) i (?P<vp>.+?)(?:[?!]|\.(?!\S)|$)", re.IGNORECASE)
-_SHALL_WE = re.compile(r"\b(?:can|could|shall|should) we (?P<vp>.+?)(?:[?!]|\.(?!\S)|$)", re.IGNORECASE)
+_ARE = re.compile(r"\b(?:are|r) (?:you|u) " + _PHRASE, re.IGNORECASE)
+_MAY_I = re.compile(r"\b(?:can|could|may) i " + _PHRASE, re.IGNORECASE)
+_SHALL_WE = re.compile(r"\b(?:can|could|shall|should) we " + _PHRASE, re.IGNORECASE)
 _DO = re.compile(r"^\W*(?:do|did|have) (?:you|u)\b", re.IGNORECASE)
 _WORKS = re.compile(r"\b(?:is|does|would|will) (?:that|this|it|\w+day|\d[\w:.]*) (?:ok|okay|fine|work|suit|good)",
                     re.IGNORECASE)
 # A person's words turned round to the wearer's side: "send me your notes" → "send you my notes".
-_TURN = {"me": "you", "my": "your", "mine": "yours", "us": "you", "our": "your", "ours": "yours", "your": "my", "ur": "my", "yours": "mine", "yourself": "myself"}
+_TURN = {"me": "you", "my": "your", "mine": "yours", "us": "you", "our": "your", "ours": "yours",
+         "your": "my", "ur": "my", "yours": "mine", "yourself": "myself"}
 # A phrase saying "I" means the asker and "you" the wearer in either role: turning those round needs a parse.
 _SPEAKER_WORDS = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|we|we're|we'll|myself|you|u|you're|you'll)\b", re.IGNORECASE)
 # Softeners the wearer would drop when answering: "can you still make it?" → "Yes, I can make it."
@@ -106,14 +105,14 @@ def find_ask(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Ask:
 
 
 def _kind(sentence: str) -> AskKind:
-    question = sentence.rstrip().endswith("?") or bool(_AUX.match(sentence) and "?" in sentence)
+    question = bool(QUESTION.search(sentence))
     if question and _alternatives(sentence):
         return "choice"
     if question and _WHEN.search(sentence):
         return "time"
-    if question and _WH.match(sentence):
+    if question and _WH.search(sentence):
         return "open"
-    if question or _REQUEST.search(sentence):
+    if question or REQUEST.search(sentence):
         return "yesno"
     return "none"
 
@@ -136,7 +135,8 @@ def _alternatives(sentence: str) -> tuple[str, ...]:
     earlier = [p for p in listed[:-1] if 1 <= len(p.split()) <= 4] if len(listed) > 1 else []
     alternatives = [*earlier[-2:], " ".join(left_words), right]
     alternatives = [a.strip(" .,!") for a in alternatives if a.strip(" .,!")]
-    if len({a.casefold() for a in alternatives}) != len(alternatives) or any(_TURN.get(a.casefold()) for a in alternatives):
+    pronoun = any(_TURN.get(a.casefold()) for a in alternatives)  # "you or me?"
+    if len({a.casefold() for a in alternatives}) != len(alternatives) or pronoun:
         return ()
     return tuple(alternatives)
 
@@ -190,12 +190,12 @@ def _yes_and_no(question: str) -> tuple[str, str]:
             return f"Yes, I'll {phrase}.", f"Sorry, I won't be able to {phrase}."
         return "Yes, I will.", "Sorry, I can't."
     if match := _ARE.search(question):
-        if phrase := _turned(match.group("rest")):
+        if phrase := _turned(match.group("vp")):
             return f"Yes, I'm {phrase}.", f"Sorry, I'm not {phrase}."
         return "Yes, I am.", "Sorry, I'm not."
     if _DO.match(question):
         return "Yes, I do.", "No, I don't."
-    if _REQUEST.search(question):
+    if REQUEST.search(question):
         return "Sure, I'll do it.", "Sorry, I can't."
     return "Yes.", "No."
 

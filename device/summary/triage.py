@@ -28,12 +28,12 @@ class Triage:
 
 
 # Possessive, line-bound whitespace: a megabyte of blank lines must not backtrack.
-_QUESTION = re.compile(
+QUESTION = re.compile(
     r"\?|^[ \t]*+(?:are|is|do|does|did|can|could|would|will|should|shall|have|has|when|what|where"
     r"|who|why|how|which|wanna|want)[ \t]++(?:you|u|we|i)\b", re.IGNORECASE | re.MULTILINE)
-_REQUEST = re.compile(
-    r"\b(?:(?:can|could|would|will|are|r) (?:you|u)|please|pls|plz|let me know|lmk"
-    r"|(?:need|want) you to|don'?t forget|remember to|make sure|(?:call|text|ring) me)\b"
+REQUEST = re.compile(
+    r"\b(?:(?:can|could|would|will|are|r) (?:you|u)|(?:if|whether) (?:you|u) (?:can|could|would)|let me know|lmk"
+    r"|(?:need|want) you to|don'?t forget|remember to|make sure|(?:call|text|ring) me)\b|\b(?:please|pls|plz)[ \t]+\w"
     r"|(?:^|[.!?,;:])[ \t]*+(?:call|text|send|bring|come|check|pick|buy|tell|reply|confirm|meet)\b",
     re.IGNORECASE | re.MULTILINE)
 _URGENT = re.compile(
@@ -77,7 +77,7 @@ def asks_of_wearer(messages: Sequence[Message], wearer: Wearer) -> list[Message]
     """The messages others sent since the wearer last spoke that ask a question or make a request."""
     if not wearer:
         return []
-    return [m for m in unanswered(messages, wearer) if _QUESTION.search(m.text) or _REQUEST.search(m.text)
+    return [m for m in unanswered(messages, wearer) if QUESTION.search(m.text) or REQUEST.search(m.text)
             or wearer.is_named_in(m.text)]
 
 
@@ -88,8 +88,8 @@ def triage(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Triage:
         return Triage("low", False, "nothing new from others" if messages else "no messages")
     text = "\n".join(m.text for m in pending)
     reasons: list[str] = []
-    asks = bool(_QUESTION.search(text))
-    requests = bool(_REQUEST.search(text))
+    asks = bool(QUESTION.search(text))
+    requests = bool(REQUEST.search(text))
     named = wearer.is_named_in(text)
     if asks:
         reasons.append("asks a question")

@@ -60,7 +60,8 @@ def clean_dictation(text: str) -> str:
 # "tell him (that) …", "let her know …", "text Mom …", "say …", "reply …": the reply is what follows.
 _TOLD = re.compile(
     r"^(?:please\s+|can you\s+|could you\s+)?(?:(?:tell|text|message|remind|write)\s+(?P<to>him|her|them|the\s+\w+|\w+)"
-    r"|let\s+(?P<let>him|her|them|the\s+\w+|\w+)\s+know|(?:say(?!\s+(?:hi|hello|hey)\s+to\b)|reply|answer|respond)(?:\s+(?:with|to\s+(?:him|her|them|\w+)))?)"
+    r"|let\s+(?P<let>him|her|them|the\s+\w+|\w+)\s+know"
+    r"|(?:say(?!\s+(?:hi|hello|hey)\s+to\b)|reply|answer|respond)(?:\s+(?:with|to\s+(?:him|her|them|\w+)))?)"
     r"(?:\s+that)?[,:]?\s+(?P<rest>.+)$", re.IGNORECASE)
 _TO_VERB = re.compile(r"^to\s+(?P<verb>\w+)", re.IGNORECASE)
 _NOT_NAMES = frozenset("i me you it that this we us so yes no sure okay ok".split())
@@ -118,7 +119,8 @@ def _turn_to_you(text: str, subject: str, object_: str, possessive: str, reflexi
                 words[verb_at] = _FOR_YOU.get(words[verb_at].lower(), _plain(words[verb_at]))
         elif lower == reflexive:
             out.append("yourself")
-        elif lower == possessive and (lower != object_ or following.lower() not in _AFTER_OBJECT and following.isalpha()):
+        elif lower == possessive and (lower != object_ or (following.isalpha()
+                                                             and following.lower() not in _AFTER_OBJECT)):
             out.append("your")
         elif lower == object_:
             out.append("you")
