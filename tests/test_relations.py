@@ -99,3 +99,27 @@ def test_shares_per_person_follow_the_latest_head_count():
     messages = parse_lines([json.dumps(line) for line in lines])
     assert [p.check for p in check_relations("Everyone owes you 128 each.", messages, ALEX)] == ["superseded"]
     assert check_relations("Everyone owes you 140 each.", messages, ALEX) == []
+
+
+def test_what_the_wearer_asks_of_others_is_theirs_to_do_not_the_wearers():
+    messages = list(parse_lines([
+        json.dumps({"id": "a", "thread": "t", "sender": "Alex", "text": "just send me your share",
+                    "sent_at": "2026-11-24T09:00:00+00:00"}),
+        json.dumps({"id": "b", "thread": "t", "sender": "Bram", "text": "ok will do",
+                    "sent_at": "2026-11-24T09:01:00+00:00"})]))
+    assert [p.check for p in check_relations("You will send your share.", messages, ALEX)] == ["subject"]
+    assert check_relations("Bram will send you his share.", messages, ALEX) == []
+
+
+def test_a_draft_must_say_what_the_wearer_is_asked_not_only_that_they_are():
+    messages = list(parse_lines([json.dumps({"id": str(i), "thread": "t", "sender": sender, "text": text,
+                                             "sent_at": f"2026-11-24T09:0{i}:00+00:00"})
+                                 for i, (sender, text) in enumerate([
+                                     ("Alex", "Karim, can you send me the signed invoice by Friday?"),
+                                     ("Karim", "on it, will send it tonight"),
+                                     ("Karim", "I'm travelling all weekend so can you put the slides together?")])]))
+    asked = asks_of_wearer(messages, ALEX)
+    rejection = validate("Karim will send you the signed invoice tonight.", messages, ALEX, asked=asked)
+    assert rejection is not None and rejection.check == "ask" and "slides" in rejection.detail
+    assert validate("Karim will send you the invoice tonight and asks you to put the slides together.",
+                    messages, ALEX, asked=asked) is None

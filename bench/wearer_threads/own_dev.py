@@ -359,7 +359,9 @@ T = [
     ("Kim", "👍"),
     ("Priyanka", "Alex, you're the tiebreaker: Thai Orchid or Bella Napoli?")],
    [[r"marco"], [r"\bwed(nesday)?\b|\b2(nd)? dec"], [r"7 ?pm|19[:.]00|\bat 7\b|\bseven\b"], [r"thai orchid"], [r"bella napoli"]],
-   [r"(?<!not )(?<!instead of )(?<!from )(?<!not on )\bthu(rs|rsday)?\b(?! (has|is|was) the dentist)",
+   # The messages' own "thursday 7pm?" and "thursday I have the dentist" may be read as written.
+   [r"(?<!not )(?<!instead of )(?<!from )(?<!not on )\bthu(rs|rsday)?\b(?! 7 ?pm\?)(?! (i|leo) ha(ve|s) the dentist)"
+    r"(?! (has|is|was) the dentist)",
     r"\b(you|alex)(['’]re| are) leaving|(your|alex['’]s) farewell",
     r"\b(booked|reserved|going with|chose|picked)( at)? (thai|bella)|\b(leo|kim|priyanka)( has)? (chose|chosen|picked|decided)",
     r"\bkim (wants|prefers|votes)|\b(you|alex)( have| has|['’]ve)? (the |a )?dentist",

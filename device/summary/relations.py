@@ -241,14 +241,15 @@ class _Thread:
                     asked_of_others = (sender, asked_verbs)
 
     def _addressees(self, message: Message, doc, sender: str) -> frozenset[str]:
-        """Whom a message's "you" means: the people it names, else the wearer (or anyone)."""
+        """Whom a message's "you" means: the people it names, else the wearer (or anyone); never its sender,
+        so the wearer's own "just send me your share" asks the others, not the wearer."""
         named = {key for token in doc if token.pos_ in ("PROPN", "NOUN") and (key := self.people.of(token.text))
                  and key != sender}
-        if self.wearer.is_named_in(message.text):
+        if self.wearer.is_named_in(message.text) and sender != WEARER:
             named.add(WEARER)
         if named:
             return frozenset(named)
-        return frozenset({WEARER, ANYONE}) if self.wearer else frozenset({ANYONE})
+        return frozenset({WEARER, ANYONE}) if self.wearer and sender != WEARER else frozenset({ANYONE})
 
     def _source_subjects(self, verb, sender: str, addressees: frozenset[str]) -> frozenset[str]:
         subjects: set[str] = set()

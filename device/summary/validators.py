@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tidings.device.messages import Message
-from tidings.device.summary.grounding import check_grounding, same_value, values
+from tidings.device.summary.grounding import COMMON_WORDS, check_grounding, same_value, values
 from tidings.device.summary.relations import check_relations, stale_values
+from tidings.device.summary.replies import find_ask
 from tidings.device.summary.wearer import Wearer
 
 _SPEAKER_LINE = re.compile(r"^\s*[^\s:]{1,40}:\s", re.MULTILINE)
@@ -30,6 +31,13 @@ class Rejection:
 
 
 _ADDRESSED = re.compile(r"\b(?:you|your|yours)\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z][a-z'’-]{2,}")
+
+
+def _stems(text: str) -> set[str]:
+    """Lower-case words of three letters or more that carry content, crudely stemmed ("slides" → "slide")."""
+    words = {w.strip("'’-") for w in _WORD.findall(text.casefold())} - COMMON_WORDS
+    return {re.sub(r"(?:ing|ed|es|s)$", "", w) or w for w in words}
 
 
 def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(), *, min_words: int = 3,
@@ -37,8 +45,9 @@ def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(),
     """None if `draft` may be spoken as a summary of `messages`, else the first check it fails.
 
     `asked`: the messages that ask the wearer something. A summary that does not say so
-    to them ("... asks you ..."), or drops a time, day or amount of what is asked (one no
-    later message replaced), has dropped what they must hear.
+    to them ("... asks you ..."), says none of the words of the question itself (a summary
+    of the thread's other news, "you" and all), or drops a time, day or amount of what is
+    asked (one no later message replaced), has dropped what they must hear.
     """
     words = draft.split()
     if len(words) < min_words:
@@ -53,6 +62,10 @@ def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(),
     if asked:
         if not _ADDRESSED.search(draft):
             return Rejection("ask", "the messages ask you something; the draft does not say so")
+        question = find_ask(messages, wearer).question
+        wanted = _stems(question) - _stems(" ".join(m.sender for m in messages)) - _stems(wearer.name)
+        if wanted and not wanted & _stems(draft):
+            return Rejection("ask", f"says nothing of what is asked: {question!r}")
         stated = values(draft, messages[-1].sent_at)  # "today" in a summary is the day its thread is read
         stale = stale_values(messages)
         positions = {id(m): i for i, m in enumerate(messages)}
