@@ -162,5 +162,13 @@ def test_a_sentence_whose_time_a_later_message_replaced_is_not_picked():
 def test_an_ask_put_to_someone_else_is_said_to_be_theirs():
     msgs = thread(("Ravi", "No worries, Tom you in goal?"), ("Tom", "ok"), ("Ravi", "Alex, could you pick Omar up at 20:00?"))
     summary = fallback_summary(msgs, wearer=Wearer("Alex"))
-    assert "Ravi asks Tom: No worries, you in goal?" in summary
+    assert "Ravi asks Tom: No worries, Tom in goal?" in summary
     assert "Ravi asks you: Could you pick Omar up at 20:00?" in summary
+
+
+def test_a_question_put_to_someone_else_names_them_where_it_said_you():
+    """Said to the wearer, "you" means the wearer: "Ravi asks Tom: you in goal?" would put Alex in goal."""
+    summary = fallback_summary(thread(("Ravi", "Tom, are you in goal on thursday?"), ("Tom", "sure")), 40,
+                               Wearer("Alex"))
+    assert "Ravi asks Tom: Is Tom in goal on thursday?" in summary
+    assert not re.search(r"\byou\b", summary, re.IGNORECASE)

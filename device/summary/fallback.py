@@ -116,6 +116,32 @@ def _others_addressed(thread: Sequence[Message]) -> dict[str, re.Pattern[str]]:
     return patterns
 
 
+# Said to the wearer, "you" means the wearer: a question put to someone else names them instead.
+_INVERTED = {"are": "is", "were": "was", "have": "has", "do": "does", "r": "is", "aren't": "isn't",
+             "don't": "doesn't", "haven't": "hasn't", "weren't": "wasn't"}
+_SECOND_PERSON = re.compile(r"\b(?:(?P<aux>are|were|have|do|r|aren't|don't|haven't|weren't)\s+(?:you|u)\b"
+                            r"|(?:you|u)(?P<clitic>'re|'ve|'ll|'d)|(?P<poss>your|ur|yours)\b"
+                            r"|(?:you|u)\s+(?P<verb>are|were|have|do|don't|aren't|want|need|know|think|like|mean|go)\b"
+                            r"|(?:you|u))\b", re.IGNORECASE)
+_CLITICS = {"'re": "'s", "'ve": " has", "'ll": " will", "'d": " would"}
+_THIRD = {"are": "is", "were": "was", "have": "has", "do": "does", "don't": "doesn't", "aren't": "isn't", "go": "goes"}
+
+
+def _about(sentence: str, name: str) -> str:
+    """`sentence`, put to `name`, with its "you" as `name`: "No worries, you in goal?" → "…, Tom in goal?"."""
+    def third(match: re.Match[str]) -> str:
+        if aux := match.group("aux"):
+            return f"{_INVERTED[aux.lower()]} {name}"
+        if clitic := match.group("clitic"):
+            return name + _CLITICS[clitic.lower()]
+        if match.group("poss"):
+            return f"{name}'s"
+        if verb := match.group("verb"):
+            return f"{name} {_THIRD.get(verb.lower(), verb + 's')}"
+        return name
+    return _SECOND_PERSON.sub(third, sentence.replace("’", "'"))
+
+
 def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
     units: list[_Unit] = []
     stale = stale_values(thread)
@@ -138,7 +164,8 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             to = "you" if to_wearer else None
             if to is None and (pattern := others_addressed.get(message.sender)) is not None:
                 if (named := pattern.search(sentence)) is not None:
-                    to, sentence = named.group(1), sentence[:named.start()] + sentence[named.end():]
+                    to = named.group(1)
+                    sentence = _about(sentence[:named.start()] + sentence[named.end():], to)
             sentence = for_speech(_FILLER.sub("", sentence)).strip(" ,;")
             words = sentence.split()
             if len(words) < 2 or max(map(len, words)) > _MAX_TOKEN_CHARS:
