@@ -143,3 +143,12 @@ def test_on_the_real_model_every_offered_option_passes_its_checks():
 def test_a_question_word_opening_the_last_clause_asks_an_open_question_and_how_about_proposes():
     assert find_ask(thread(("Sara", "Alex, you know her best, what would she like?")), TOM).kind == "open"
     assert find_ask(thread(("Sara", "ok, how about Friday?")), TOM).kind == "yesno"
+
+
+def test_a_choice_put_to_the_wearer_by_name_or_after_a_colon_lists_only_the_alternatives():
+    alex = Wearer("Alex")
+    assert find_ask(thread(("Lena", "Alex, Dune 2 or Paddington 3?")), alex).alternatives == ("Dune 2", "Paddington 3")
+    tiebreak = find_ask(thread(("Priyanka", "Alex, you're the tiebreaker: Thai Orchid or Bella Napoli?")), alex)
+    assert tiebreak.alternatives == ("Thai Orchid", "Bella Napoli")
+    assert find_ask(thread(("Kim", "thai, pizza or sushi tonight?")), alex).alternatives == ("thai", "pizza",
+                                                                                                "sushi tonight")

@@ -24,6 +24,7 @@ from typing import Literal
 from tidings.device.messages import Message
 from tidings.device.summary.grounding import check_grounding
 from tidings.device.summary.triage import QUESTION, REQUEST, unanswered
+from tidings.device.summary.verbatim import strip_vocative
 from tidings.device.summary.wearer import Wearer
 
 AskKind = Literal["yesno", "choice", "time", "open", "none"]
@@ -99,6 +100,7 @@ def find_ask(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Ask:
         asks = [(sentence, kind) for sentence in parts if (kind := _kind(sentence)) != "none"]
         if asks:
             sentence, kind = ([a for a in asks if a[0].endswith("?")] or asks)[-1]
+            sentence = strip_vocative(sentence, wearer)[1] or sentence  # "Alex, Dune 2 or Paddington 3?"
             alternatives = _alternatives(sentence) if kind == "choice" else ()
             return Ask(kind, message.sender, sentence, alternatives)
     return Ask("none")
@@ -128,7 +130,7 @@ def _alternatives(sentence: str) -> tuple[str, ...]:
     if not 1 <= len(right_words) <= 5:
         return ()
     # The left alternative is as long as the right one, after the last comma: "thai, pizza or sushi".
-    listed = [p.strip() for p in head.split(",")]
+    listed = [p.strip() for p in head.rsplit(": ", 1)[-1].split(",")]  # "you're the tiebreaker: A or B"
     left_words = listed[-1].split()[-len(right_words):]
     if not left_words or _ALTERNATIVE_STOP.search(left_words[-1]):
         return ()
