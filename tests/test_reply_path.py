@@ -11,7 +11,9 @@ from tidings.device.messages import parse_lines
 from tidings.device.store import Store
 from tidings.device.tools import ToolCall, ToolError, send_reply, validate
 from tidings.bench.dictations import DICTATIONS
-from tidings.device.voice.compose import ReplyComposer, clean_dictation, direct_reply, needs_tidying, rewrite_problem
+from tidings.device.voice.compose import (
+    ReplyComposer, clean_dictation, dictated_reply, direct_reply, needs_tidying, rewrite_problem,
+)
 
 FEED = ['{"id": "m1", "thread": "family", "sender": "Mom", "text": "Pick up Lily at 5:30?", '
         '"sent_at": "2026-11-20T15:02:00+01:00"}']
@@ -112,9 +114,9 @@ def test_the_composer_keeps_the_wearers_meaning_on_the_real_model(engine):
                       "the the slides are ready"]:
         reply = ReplyComposer(engine).compose(dictation)
         assert reply.source in ("model", "dictation")
-        assert rewrite_problem(reply.text, clean_dictation(dictation)) == ""
+        assert rewrite_problem(reply.text, dictated_reply(dictation)) == ""
         if reply.source == "dictation":
-            assert reply.text == clean_dictation(dictation)
+            assert reply.text == dictated_reply(dictation)
 
 
 @pytest.mark.parametrize("dictation, reply", DICTATIONS)

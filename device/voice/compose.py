@@ -141,6 +141,11 @@ def _plain(verb: str) -> str:
     return verb[:-1]
 
 
+def dictated_reply(dictation: str) -> str:
+    """The reply a dictation means, as the wearer would type it: without filler, the instruction dropped."""
+    return clean_dictation(direct_reply(clean_dictation(dictation)))
+
+
 _DISFLUENCY = re.compile(r"\b(\w+)\s+\1\b|\b(?:i mean|no wait|scratch that|actually no|sorry)\b", re.IGNORECASE)
 
 
@@ -185,7 +190,7 @@ class ReplyComposer:
         self.max_tokens = max_tokens
 
     def compose(self, dictation: str) -> ComposedReply:
-        cleaned = clean_dictation(direct_reply(clean_dictation(dictation)))
+        cleaned = dictated_reply(dictation)
         if self.engine is None or not cleaned or not needs_tidying(dictation):
             return ComposedReply(cleaned, "dictation")
         prompt = dictation_prompt(self.engine.prompt_format, cleaned)
