@@ -123,3 +123,17 @@ def test_a_draft_must_say_what_the_wearer_is_asked_not_only_that_they_are():
     assert rejection is not None and rejection.check == "ask" and "slides" in rejection.detail
     assert validate("Karim will send you the invoice tonight and asks you to put the slides together.",
                     messages, ALEX, asked=asked) is None
+
+
+@pytest.mark.parametrize("first, later, stale", [
+    ("dinner at 7 tomorrow?", "make it 8 instead, I'm stuck at work", "at 7"),
+    ("meeting is at 3pm", "scratch that, 4pm", "3pm"),
+    ("pickup is friday", "sorry, I meant saturday", "friday"),
+    ("we land at 14:05", "new landing time 14:50", "at 14:05"),
+    ("train leaves 9:10", "delayed, now 9:40", "9:10"),
+])
+def test_a_value_replaced_in_other_words_is_stale(first, later, stale):
+    messages = list(parse_lines([json.dumps({"id": str(i), "thread": "t", "sender": "Ana", "text": text,
+                                             "sent_at": f"2026-11-24T09:0{i}:00+00:00"})
+                                 for i, text in enumerate([first, later])]))
+    assert stale_values(messages) == {0: {stale}}

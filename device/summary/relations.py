@@ -88,7 +88,8 @@ _OLD_AFTER = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:was|is|were|are|got)\s+(?:just\
 # "booked: 9:32" (of the 7:32 and the 9:32 offered, the one booked stands).
 _CHANGE_CUE = re.compile(r"\b(?:instead|actually|moved?|moving|chang(?:e|ed|ing)|correct(?:ion|ed)|now|rather"
                          r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|final(?:ly)?|confirmed"
-                         r"|booked|decided|settled|going with|let['’]?s (?:do|go with|say))\b",
+                         r"|booked|decided|settled|going with|let['’]?s (?:do|go with|say)|scratch that|push(?:ed|ing)?"
+                         r"|delayed|meant|bumped|shifted|brought forward|new (?:\w+ )?(?:time|date|day|slot))\b",
                          re.IGNORECASE)
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
@@ -394,9 +395,11 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     topic = _topic_words(_sentence_at(messages[last].text, last_value.start))
     for later, later_values in zip(messages[last + 1:], found[last + 1:]):
         for other in later_values:
-            if other.kind != value.kind or same_value(other, value):
-                continue
             sentence = _sentence_at(later.text, other.start)
+            # "make it 8 instead" of "dinner at 7": a bare number that a change cue offers for a time is a time.
+            as_time = value.kind == "time" and other.kind == "number" and bool(_CHANGE_CUE.search(sentence))
+            if (other.kind != value.kind and not as_time) or same_value(other, value):
+                continue
             # A share per person is recomputed as people join and drop out: the latest one stands;
             # a new time for the same thing ("ballet ... 17:30", later "class ends at 18:15") replaces it.
             if (value.share and other.share) or _CHANGE_CUE.search(sentence) or topic & _topic_words(sentence):
