@@ -118,7 +118,8 @@ class _Claim:
 
 
 @functools.cache
-def _nlp():
+def parser():
+    """spaCy's English pipeline without NER, loaded once: the parse every relation check reads."""
     # spaCy's thinc imports torch when it is installed (the training extra is): seconds and
     # hundreds of MB the on-device path must not pay for a CPU parser that never uses it.
     # Hidden while spaCy loads, torch stays importable for whoever needs it afterwards.
@@ -207,7 +208,7 @@ class _Thread:
         self.wearer = wearer
         self.people = _People(messages, wearer)
         self.claims: list[_Claim] = []
-        docs = _nlp().pipe([m.text[:4000] for m in self.messages])
+        docs = parser().pipe([m.text[:4000] for m in self.messages])
         asked_of_others: tuple[str, list[str]] = ("", [])  # the latest ask: its sender and its verbs
         # Per message: its values, and the people it ties them to (its sender, whoever it names or says "you" to).
         self.bindings: list[tuple[list[Value], frozenset[str]]] = []
@@ -441,7 +442,7 @@ def _parsed_thread(key: tuple, wearer: Wearer) -> _Thread:
 def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer()) -> list[Problem]:
     """What `draft` gets wrong about who does what in `messages`, or what is no longer true."""
     thread = _parsed_thread(tuple((m.id, m.sender, m.text, m.sent_at) for m in messages), wearer)
-    doc = _nlp()(draft)
+    doc = parser()(draft)
     problems = [p for claim in _draft_claims(doc, thread.people) if (p := _check_claim(claim, thread))]
     found = _values_by_message(thread.messages)
     for value in values(draft):

@@ -228,7 +228,7 @@ def problem_with_option(option: str, messages: Sequence[Message], wearer: Wearer
 
 
 def reply_options(messages: Sequence[Message], wearer: Wearer, count: int,
-                  propose: Callable[[Ask], Sequence[str]] | None = None) -> ReplyOptions:
+                  propose: Callable[[], Sequence[str]] | None = None) -> ReplyOptions:
     """Up to `count` options for the thread's ask: the model's proposals (`propose`) for a time or an open
     question, the ask's own options otherwise and wherever a proposal fails its checks."""
     ask = find_ask(messages, wearer)
@@ -250,7 +250,7 @@ def reply_options(messages: Sequence[Message], wearer: Wearer, count: int,
         return True
 
     if propose is not None and ask.kind in ("time", "open"):
-        for option in propose(ask):
+        for option in propose():
             if len(offered) < count - 1 and offer(option):  # one place stays for deferring
                 from_model += 1
     for option in template_options(ask):

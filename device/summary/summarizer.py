@@ -233,7 +233,7 @@ class Summarizer:
         propose = partial(self._model_replies, messages) if self.engine is not None else None
         return reply_options(messages, self.wearer, self.config.suggestions, propose)
 
-    def _model_replies(self, messages: Sequence[Message], ask: Ask) -> list[str]:
+    def _model_replies(self, messages: Sequence[Message]) -> list[str]:
         """The model's next message as the wearer: one greedy, the rest sampled; the prompt is evaluated once."""
         piece = self.fold(messages)[-1]
         prompt = reply_prompt(self.engine.prompt_format, self.dialogue(piece), self.wearer.name)

