@@ -119,3 +119,24 @@ def test_without_an_engine_every_summary_is_verbatim_or_fallback_and_says_so():
     assert summary.senders == ("Mom", "Dad")
     assert summary.suggestions_source == "template"
     assert summary.to_json()["message_ids"] == ["m0", "m1", "m2"]
+
+
+def test_no_sampled_retry_when_every_hypothesis_missed_what_the_wearer_is_asked(monkeypatch):
+    """The retry samples the same adapter; on the wearer suites it never said the ask the beam missed."""
+    calls = []
+    summarizer = Summarizer(SummarizerConfig(verbatim_max_words=0, retries=1), engine=object(), wearer=Wearer("Alex"))
+
+    def drafts(messages, temperature):
+        calls.append(temperature)
+        return ["Dad's train gets in at 6:15 today.", "Lily will wait at the north gate."]
+
+    monkeypatch.setattr(summarizer, "model_summaries", drafts)
+    outcome = summarizer.plan(PICKUP)
+    assert outcome.source == "fallback" and calls == [0.0]
+    assert all(r.startswith("ask:") for r in outcome.rejected) and len(outcome.rejected) == 2
+    # A draft turned down for anything else is still worth one sampled retry.
+    monkeypatch.setattr(summarizer, "model_summaries", lambda messages, temperature: calls.append(temperature)
+                        or ["Gregory asks you to pick up Lily at 5:30."])
+    calls.clear()
+    summarizer.plan(PICKUP)
+    assert calls == [0.0, 0.7]
