@@ -57,7 +57,7 @@ _IRREGULAR = {"is": "are", "was": "were", "has": "have", "does": "do", "isn't": 
               "hasn't": "haven't", "doesn't": "don't"}
 
 
-def _plain_verb(word: str) -> str:
+def plain_verb(word: str) -> str:
     """The form a verb takes after "you": "wants" → "want", "carries" → "carry", "goes" → "go"."""
     lower = word.casefold()
     if lower in _IRREGULAR:
@@ -82,7 +82,7 @@ def address_wearer(text: str, wearer: Wearer) -> str:
         start = match.start() == 0 or text[:match.start()].rstrip().endswith((".", "!", "?", ";", ":"))
         you = "You" if start else "you"
         verb = match.group("verb")
-        plain = _plain_verb(verb) if verb.islower() and (verb.endswith("s") or verb in _IRREGULAR) else verb
+        plain = plain_verb(verb) if verb.islower() and (verb.endswith("s") or verb in _IRREGULAR) else verb
         return f"{you} {plain}"
 
     text = re.sub(rf"{names}['’]s\b", "your", text, flags=re.IGNORECASE)

@@ -25,6 +25,7 @@ from tidings.device.llm.engine import Engine
 from tidings.device.summary.grounding import check_grounding
 from tidings.device.messages import Message
 from tidings.device.llm.prompts import DICTATION_TASK, dictation_prompt
+from tidings.device.summary.wearer import plain_verb
 
 _FILLER = re.compile(r"(?<![\w'])(?:u+h+m*|u+m+|e+r+m*|a+h+|h+m+|you know|i mean)(?![\w'])[,.]?\s*", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9']+")
@@ -72,8 +73,6 @@ _AFTER_OBJECT = frozenset("""up down in out off on at to from for back over arou
     soon again too a an the some that this if when and or but so with by about""".split())
 _ADVERBS = frozenset("always also just still never really usually sometimes often already probably".split())
 _PARTICIPLES = frozenset("been got gone done had seen made left sent taken found".split())
-_FOR_YOU = {"is": "are", "was": "were", "has": "have", "does": "do", "doesn't": "don't", "isn't": "aren't",
-            "wasn't": "weren't", "hasn't": "haven't", "'s": "'re"}
 
 
 def direct_reply(dictation: str) -> str:
@@ -109,14 +108,15 @@ def _turn_to_you(text: str, subject: str, object_: str, possessive: str, reflexi
         following = next((w for w in words[i + 1:] if not w.isspace()), "")
         contraction = lower.removeprefix(subject) if lower.startswith(subject + "'") else None
         if contraction is not None:
-            has = contraction == "'s" and following.lower() in _PARTICIPLES
-            out.append("you" + ("'ve" if has else _FOR_YOU.get(contraction, contraction)))
+            if contraction == "'s":  # "she's coming" → "you're coming", "he's been" → "you've been"
+                contraction = "'ve" if following.lower() in _PARTICIPLES else "'re"
+            out.append("you" + contraction)
         elif lower == subject and lower != object_:
             out.append("you")
             verb_at = next((j for j in range(i + 1, len(words)) if not words[j].isspace()
                             and words[j].lower() not in _ADVERBS and not words[j].lower().endswith("ly")), None)
-            if verb_at is not None:
-                words[verb_at] = _FOR_YOU.get(words[verb_at].lower(), _plain(words[verb_at]))
+            if verb_at is not None and re.fullmatch(r"[A-Za-z']{3,}", words[verb_at]):
+                words[verb_at] = plain_verb(words[verb_at])
         elif lower == reflexive:
             out.append("yourself")
         elif lower == possessive and (lower != object_ or (following.isalpha()
@@ -127,18 +127,6 @@ def _turn_to_you(text: str, subject: str, object_: str, possessive: str, reflexi
         else:
             out.append(word)
     return "".join(out)
-
-
-def _plain(verb: str) -> str:
-    """A present-tense verb after "he" as it is after "you": "wants" → "want"; other words unchanged."""
-    lower = verb.lower()
-    if not lower.isalpha() or len(lower) < 3 or not lower.endswith("s") or lower.endswith("ss"):
-        return verb
-    if lower.endswith("ies"):
-        return verb[:-3] + "y"
-    if re.search(r"(?:sh|ch|x|o)es$", lower):
-        return verb[:-2]
-    return verb[:-1]
 
 
 def dictated_reply(dictation: str) -> str:
