@@ -58,8 +58,10 @@ deterministic except the timings.
    means, "tell him I will be home at nine" -> "I will be home at nine."): each
    dictation spoken by every voice, clean, transcribed as the loop transcribes a
    dictation and composed by ReplyComposer on the device's engine; a reply is as
-   expected when it normalizes (as for WER) to the expected one. Also scored on the
-   written dictations (no speech), which says what the composer does on its own.
+   expected when it normalizes (as for WER) to the expected one. The same audio is
+   transcribed again primed with the words of the message it answers (thread_hints),
+   as the loop primes a dictation: the two shares are the effect of priming. Also
+   scored on the written dictations (no speech): the composer on its own.
 5. The machine: CPU, cores, date, package versions, load average at start and
    end (this benchmark is sensitive to other work on the machine: read the load).
 
@@ -69,7 +71,8 @@ utterances}, commands {accuracy, alone, carrier, by_voice, trials,
 false_accept {rate, accepted, n, by_condition}}, latency {arrival {summary,
 lead_silence_s, goal_p95_s, met, inserted, timed, not_timed, trials}, readback
 {summary, parts, compose_sources, goal_p95_s, met, timed, not_timed, trials}},
-dictation_set {n, written {as_expected, rows}, spoken {as_expected, by_voice, rows}}, goals. Each summary is {p50, p95, mean, max, n}.
+dictation_set {n, written {as_expected, rows}, spoken {as_expected, primed_as_expected,
+by_voice {voice: {plain, primed}}, rows}}, goals. Each summary is {p50, p95, mean, max, n}.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command
 from tidings.device.voice.compose import ReplyComposer
 from tidings.device.voice.dialog import State
 from tidings.device.voice.loop import VoiceLoop
-from tidings.device.voice.stt import WhisperStt
+from tidings.device.voice.stt import WhisperStt, thread_hints
 from tidings.device.voice.tts import EspeakTts, HibariTts, Tts
 from tidings.device.voice.vad import Endpointer, SileroVad
 from tqdm import tqdm
@@ -356,24 +359,36 @@ def score_replies(rows: list[dict], voices: list[str], conds: Sequence[str]) -> 
 
 def measure_dictation_set(stt: WhisperStt, voices: dict[str, Tts], composer: ReplyComposer,
                           options: Options) -> dict:
-    """The share of dictations whose reply is the one they mean: written, and spoken by each voice (clean)."""
+    """The share of dictations whose reply is the one they mean: written; spoken by each voice (clean) and
+    transcribed plain; and the same audio transcribed primed with the answered thread's words
+    (thread_hints, as the loop primes a dictation), a ratio in the same run."""
     def expected(reply: str, wanted: str) -> bool:
         return normalize(reply) == normalize(wanted)
 
     written = [{"dictation": d, "reply": (r := composer.compose(d).text), "expected": e, "ok": expected(r, e)}
-               for d, e in options.dictation_set]
+               for d, e, _ in options.dictation_set]
     spoken = []
     for label, tts in tqdm(voices.items(), desc="dictation set", unit="voice", disable=not options.progress):
-        for dictation, wanted in options.dictation_set:
-            heard = stt.transcribe(utterance(tts, dictation)).text
-            reply = composer.compose(heard).text
-            spoken.append({"voice": label, "dictation": dictation, "heard": heard, "reply": reply,
-                           "expected": wanted, "ok": expected(reply, wanted)})
+        for dictation, wanted, line in options.dictation_set:
+            sender, _, text = line.partition(": ")
+            hints = thread_hints([_message("context", "t", sender, text)])
+            audio = utterance(tts, dictation)
+            row = {"voice": label, "dictation": dictation, "expected": wanted, "hints": list(hints)}
+            for mode, words in (("plain", ()), ("primed", hints)):
+                heard = stt.transcribe(audio, hint_words=words).text
+                reply = composer.compose(heard).text
+                row[mode] = {"heard": heard, "reply": reply, "ok": expected(reply, wanted)}
+            spoken.append(row)
+
+    def share(mode: str, voice: str | None = None) -> float:
+        rows = [r for r in spoken if voice in (None, r["voice"])]
+        return statistics.fmean(r[mode]["ok"] for r in rows) if rows else 0.0
+
     return {
         "n": len(options.dictation_set),
         "written": {"as_expected": sum(r["ok"] for r in written) / len(written), "rows": written},
-        "spoken": {"as_expected": sum(r["ok"] for r in spoken) / max(1, len(spoken)),
-                   "by_voice": {v: statistics.fmean(r["ok"] for r in spoken if r["voice"] == v) for v in voices},
+        "spoken": {"as_expected": share("plain"), "primed_as_expected": share("primed"),
+                   "by_voice": {v: {"plain": share("plain", v), "primed": share("primed", v)} for v in voices},
                    "rows": spoken},
     }
 
@@ -808,8 +823,10 @@ def table(report: dict) -> str:
                     if cs["rejected"] else ""))
     ds = report["dictation_set"]
     lines.append(f"Dictation set ({ds['n']} dictations): replies as expected, written "
-                 f"{ds['written']['as_expected']:.1%}, spoken {ds['spoken']['as_expected']:.1%} ("
-                 + ", ".join(f"{v} {share:.0%}" for v, share in ds["spoken"]["by_voice"].items()) + ")")
+                 f"{ds['written']['as_expected']:.1%}; spoken (clean) {ds['spoken']['as_expected']:.1%}, primed "
+                 f"with the thread {ds['spoken']['primed_as_expected']:.1%} ("
+                 + ", ".join(f"{v} {s['plain']:.0%} / {s['primed']:.0%}" for v, s in ds["spoken"]["by_voice"].items())
+                 + ")")
     m = report["machine"]
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, load average {m['load_avg_start'][0]:.2f} at start, "
                  f"{m['load_avg_end'][0]:.2f} at end")

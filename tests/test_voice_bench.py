@@ -91,4 +91,6 @@ def test_tiny_run_has_the_documented_keys_and_sane_values(tmp_path: Path):
     assert set(report["goals"]) == {"arrival_to_announcement_p95_s", "speech_end_to_readback_p95_s"}
     dictation_set = report["dictation_set"]
     assert dictation_set["n"] == 2 and dictation_set["written"]["as_expected"] == 1.0  # the composer alone
-    assert len(dictation_set["spoken"]["rows"]) == 2 and 0 <= dictation_set["spoken"]["as_expected"] <= 1
+    spoken = dictation_set["spoken"]
+    assert len(spoken["rows"]) == 2 and 0 <= spoken["as_expected"] <= 1 and 0 <= spoken["primed_as_expected"] <= 1
+    assert spoken["rows"][0]["hints"] and {"plain", "primed"} <= set(spoken["rows"][0])

@@ -23,7 +23,7 @@ from tidings.device.voice.audio import (
     resample,
 )
 from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command
-from tidings.device.voice.stt import WhisperStt
+from tidings.device.voice.stt import WhisperStt, thread_hints
 from tidings.device.voice.tts import EspeakTts, HibariTts, Speech, TtsError, open_tts
 from tidings.device.voice.vad import Endpointer, SileroVad, SpeechStarted, Utterance
 from tidings.models.registry import MANIFEST, ModelError
@@ -90,6 +90,18 @@ def test_spoken_commands_are_recognized_with_the_command_hint(hibari, whisper):
     for word in COMMAND_WORDS:
         transcript = whisper.transcribe(at_16k(hibari.synthesize(word.capitalize() + ".")), hint_words=COMMAND_WORDS)
         assert match_command(transcript.text) is Command(word), transcript.text
+
+
+def test_a_dictation_is_primed_with_the_threads_people_places_and_numbers():
+    from datetime import datetime, timezone
+
+    from tidings.device.messages import Message
+
+    at = datetime(2026, 11, 24, 9, tzinfo=timezone.utc)
+    messages = [Message("1", "t", "Ravi", "5-a-side thursday 19:00 at Halle Ost as usual?", at),
+                Message("2", "t", "Ravi", "could you pick Omar up at 20:00 from Gleisdreieck? Thanks!", at)]
+    assert thread_hints(messages) == ("Ravi", "Gleisdreieck", "20:00", "Omar", "Ost", "Halle", "19:00", "5")
+    assert len(thread_hints(messages, limit=3)) == 3
 
 
 def test_whisper_hears_nothing_in_silence(whisper):

@@ -49,7 +49,7 @@ from tidings.device.voice.dialog import (
     State,
     SummaryRead,
 )
-from tidings.device.voice.stt import WhisperStt
+from tidings.device.voice.stt import WhisperStt, thread_hints
 from tidings.device.voice.tts import Tts
 from tidings.device.voice.vad import Endpointer, SpeechStarted, Utterance
 
@@ -157,10 +157,18 @@ class VoiceLoop:
             self._mark("arrived", ",".join(p.thread for p in arrived))
             self._handle(Arrived(tuple(arrived)))
 
+    def _hints(self, expecting_command: bool) -> tuple[str, ...]:
+        """What recognition is primed with: the command words, or while dictating the replied-to thread's
+        names, places and numbers, which a reply repeats and a small recognizer mishears."""
+        if expecting_command:
+            return COMMAND_WORDS
+        current = self.dialog.current
+        return thread_hints(self.store.recent_messages(current.thread)) if current is not None else ()
+
     def _on_utterance(self, utterance: Utterance) -> None:
         expecting_command = self.dialog.state is not State.DICTATING
         try:
-            transcript = self.stt.transcribe(utterance.audio, hint_words=COMMAND_WORDS if expecting_command else ())
+            transcript = self.stt.transcribe(utterance.audio, hint_words=self._hints(expecting_command))
         except Exception as exc:  # the dialog is untouched: its state and draft wait for the wearer to try again
             log.error("speech recognition failed: %s", exc)
             self._mark("error", f"stt: {exc}")

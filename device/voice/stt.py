@@ -7,14 +7,30 @@ models/manifest.toml before loading; nothing is fetched from a hub.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from tidings.device.memory import release_free_memory
+from tidings.device.messages import Message
+from tidings.device.summary.grounding import COMMON_WORDS
 from tidings.device.voice.audio import SAMPLE_RATE
 from tidings.models.speech import WHISPER_TINY_EN, speech_model_dir
+
+
+_HINT = re.compile(r"\b\d{1,2}(?:[:.]\d\d)?\s?(?:am|pm)?\b|(?<=[a-z,;] )[A-Z][\w'-]+|^[A-Z][\w'-]+", re.MULTILINE)
+
+
+def thread_hints(messages: Sequence[Message], limit: int = 12) -> tuple[str, ...]:
+    """The words of a thread a reply to it may repeat and a small recognizer would not guess: the senders,
+    the names and places in it, its numbers and times ("Omar", "Gleisdreieck", "20:00"), newest first."""
+    found: list[str] = []
+    for message in reversed(messages):
+        found.append(message.sender.split()[0] if message.sender.split() else "")
+        found += reversed([w for w in _HINT.findall(message.text) if w.casefold() not in COMMON_WORDS])
+    return tuple(dict.fromkeys(w.strip() for w in found if w.strip()))[:limit]
 
 
 @dataclass(frozen=True)
