@@ -8,7 +8,7 @@ dictation ("tell him …", "say …", "let her know …") becomes the reply itse
 other than "you"/"your" for the person the reply goes to.
 """
 
-DICTATIONS: list[tuple[str, str, str]] = [
+DICTATIONS: tuple[tuple[str, str, str], ...] = (
     ("tell him I will be home at nine", "I will be home at nine.",
      "Dad: what time are you home tonight? dinner at 9?"),
     ("say yes", "Yes.",
@@ -75,4 +75,4 @@ DICTATIONS: list[tuple[str, str, str]] = [
      "Lukas: Vera says it was lovely to have you over"),
     ("tell her I miss her", "I miss you.",
      "Oma Vera: Tenerife is wonderful, the sea is so warm"),
-]
+)

@@ -97,7 +97,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from tidings.bench.dictations import DICTATIONS
+from tidings.bench.dictations import DICTATIONS as DICTATION_SET
 from tidings.bench.engine_bench import cpu_model
 from tidings.bench.speech_corpus import (
     Script,
@@ -189,7 +189,7 @@ class Options:
     snr_db: float = 10.0
     arrivals: int = 20
     dictations: int = 10
-    dictation_set: Sequence[tuple[str, str]] = DICTATIONS
+    dictation_set: Sequence[tuple[str, str, str]] = DICTATION_SET
     arrival_gap: float = 4.5  # silence between the wearer's "Next."s: one arrival per gap
     readback_wait: float = 6.0  # silence between a dictation and "Cancel."
     seed: int = 0
@@ -910,7 +910,7 @@ def options_from(args: argparse.Namespace) -> Options:
     voices = args.voices.split(",") if args.voices else (VOICES[:2] if quick else VOICES)
     replies = REPLIES[: args.replies or (4 if quick else len(REPLIES))]
     phrases = COMMAND_PHRASES if not quick else COMMAND_PHRASES[:8]  # quick: the words alone
-    dictation_set = DICTATIONS[:6] if quick else DICTATIONS
+    dictation_set = DICTATION_SET[:6] if quick else DICTATION_SET
     return Options(replies=replies, voices=voices, command_phrases=phrases, snr_db=args.snr,
                    dictation_set=dictation_set,
                    arrivals=args.arrivals or (3 if quick else 20), dictations=args.dictations or (2 if quick else 10),
