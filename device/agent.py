@@ -89,5 +89,5 @@ def open_voice_loop(config: Config, store: Store, summarizer: Summarizer, source
         tts=open_tts(voice), stt=WhisperStt(threads=voice.stt_threads),
         endpointer=Endpointer(SileroVad(), threshold=voice.vad_threshold, hangover_ms=voice.vad_hangover_ms),
         source=source, sink=sink, wearer=Wearer.from_config(config.wearer), on_mark=on_mark,
-        keep_examples=config.federation.keep_examples,
+        keep_examples=config.federation.keep_examples, prime_dictation=voice.prime_dictation,
     )

@@ -73,7 +73,7 @@ class VoiceLoop:
     def __init__(self, *, store: Store, summarizer: Summarizer, composer: ReplyComposer, tts: Tts, stt: WhisperStt,
                  endpointer: Endpointer, source: AudioSource, sink: AudioSink, wearer: Wearer = Wearer(),
                  poll_seconds: float = 0.25, on_mark: Callable[[Mark], None] | None = None,
-                 keep_examples: int = 500) -> None:
+                 keep_examples: int = 500, prime_dictation: bool = False) -> None:
         self.store, self.summarizer, self.composer = store, summarizer, composer
         self.tts, self.stt, self.endpointer = tts, stt, endpointer
         self.source, self.sink = source, sink
@@ -81,6 +81,7 @@ class VoiceLoop:
         self.poll_seconds = poll_seconds
         self.on_mark = on_mark
         self.keep_examples = keep_examples  # retention limit of the on-device training examples
+        self.prime_dictation = prime_dictation
         self.dialog = Dialog()
         self.timeline: list[Mark] = []
         self._events: queue.Queue = queue.Queue()
@@ -158,12 +159,15 @@ class VoiceLoop:
             self._handle(Arrived(tuple(arrived)))
 
     def _hints(self, expecting_command: bool) -> tuple[str, ...]:
-        """What recognition is primed with: the command words, or while dictating the replied-to thread's
-        names, places and numbers, which a reply repeats and a small recognizer mishears."""
+        """What recognition is primed with: the command words, or while dictating (with `prime_dictation`)
+        the replied-to thread's names, places and numbers, which a reply repeats and a small recognizer
+        mishears."""
         if expecting_command:
             return COMMAND_WORDS
         current = self.dialog.current
-        return thread_hints(self.store.recent_messages(current.thread)) if current is not None else ()
+        if not self.prime_dictation or current is None:
+            return ()
+        return thread_hints(self.store.recent_messages(current.thread))
 
     def _on_utterance(self, utterance: Utterance) -> None:
         expecting_command = self.dialog.state is not State.DICTATING
