@@ -168,37 +168,33 @@ def template_options(ask: Ask) -> list[str]:
     return []
 
 
+# In order, the first pattern a yes/no question matches answers it: with the asked phrase turned round
+# ("{}"), or with the short pair when there is no phrase or it is too long or tangled to repeat.
+_ANSWERS = (
+    (_CAN, ("Yes, I can {}.", "Sorry, I can't {}."), ("Yes, I can.", "Sorry, I can't.")),
+    (_MAY_I, ("Sure, you can {}.", "Sorry, you can't {}."), ("Sure, go ahead.", "Sorry, not this time.")),
+    (_SHALL_WE, ("Sure, let's {}.", "Sorry, that doesn't work for me."),
+     ("Sure, let's do that.", "Sorry, that doesn't work for me.")),
+    (_WORKS, None, ("Yes, that works.", "Sorry, that doesn't work for me.")),
+    (_WILL, ("Yes, I'll {}.", "Sorry, I won't be able to {}."), ("Yes, I will.", "Sorry, I can't.")),
+    (_ARE, ("Yes, I'm {}.", "Sorry, I'm not {}."), ("Yes, I am.", "Sorry, I'm not.")),
+    (_DO, None, ("Yes, I do.", "No, I don't.")),
+    (REQUEST, None, ("Sure, I'll do it.", "Sorry, I can't.")),
+)
+
+
 def _yes_and_no(question: str) -> tuple[str, str]:
     if _WANT.search(question):
         return "Yes, please.", "No, thanks."
     if _CONFIRM.search(question) and not _CAN.search(question):
         return "Yes, confirmed.", "Sorry, that doesn't work for me."
-    if match := _CAN.search(question):
-        if phrase := _turned(match.group("vp")):
-            return f"Yes, I can {phrase}.", f"Sorry, I can't {phrase}."
-        return "Yes, I can.", "Sorry, I can't."
-    if match := _MAY_I.search(question):
-        if phrase := _turned(match.group("vp")):
-            return f"Sure, you can {phrase}.", f"Sorry, you can't {phrase}."
-        return "Sure, go ahead.", "Sorry, not this time."
-    if match := _SHALL_WE.search(question):
-        if phrase := _turned(match.group("vp")):
-            return f"Sure, let's {phrase}.", "Sorry, that doesn't work for me."
-        return "Sure, let's do that.", "Sorry, that doesn't work for me."
-    if _WORKS.search(question):
-        return "Yes, that works.", "Sorry, that doesn't work for me."
-    if match := _WILL.search(question):
-        if phrase := _turned(match.group("vp")):
-            return f"Yes, I'll {phrase}.", f"Sorry, I won't be able to {phrase}."
-        return "Yes, I will.", "Sorry, I can't."
-    if match := _ARE.search(question):
-        if phrase := _turned(match.group("vp")):
-            return f"Yes, I'm {phrase}.", f"Sorry, I'm not {phrase}."
-        return "Yes, I am.", "Sorry, I'm not."
-    if _DO.match(question):
-        return "Yes, I do.", "No, I don't."
-    if REQUEST.search(question):
-        return "Sure, I'll do it.", "Sorry, I can't."
+    for pattern, with_phrase, short in _ANSWERS:
+        if match := pattern.search(question):
+            phrase = _turned(match.group("vp")) if with_phrase else None
+            if phrase:
+                accept, decline = with_phrase
+                return accept.format(phrase), decline.format(phrase)
+            return short
     return "Yes.", "No."
 
 
