@@ -165,10 +165,12 @@ def answer_loss(peft_model: torch.nn.Module, batch: Sequence[TokenizedExample], 
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     loss = torch.nn.functional.cross_entropy(logits, ids[rows_t, cols_t])
+    if not unlikelihood:
+        return loss
     scored = {(b, c): i for i, (b, c) in enumerate(zip(rows, cols))}  # (example, position) -> logits row
     wrong = [(scored[(b, position)], token) for b, example in enumerate(batch)
              for position, token in example.wrong_tokens if (b, position) in scored]
-    if unlikelihood and wrong:
+    if wrong:
         at = torch.tensor([i for i, _ in wrong])
         p_wrong = torch.softmax(logits[at], dim=-1)[torch.arange(len(wrong)), torch.tensor([t for _, t in wrong])]
         loss = loss + unlikelihood * -torch.log1p(-p_wrong.clamp(max=1 - 1e-6)).mean()
