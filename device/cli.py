@@ -15,6 +15,8 @@ from tidings.bench.suite import run_from_args
 from tidings.device.agent import announce_unread, open_summarizer, open_voice_loop
 from tidings.device.config import Config, ConfigError, load_config, with_overrides
 from tidings.device.llm.engine import AdapterError
+from tidings.device.matrix.cli import add_connect_parser, start_beside_voice
+from tidings.device.matrix.errors import MatrixError
 from tidings.device.ingest import IngestServer, ingest_file, report_json
 from tidings.device.store import IngestReport, Store
 from tidings.device.summary.summarizer import ThreadSummary
@@ -52,9 +54,9 @@ def _print_errors(report: IngestReport, origin: str) -> None:
     log.info("%s: %d new, %d duplicate, %d rejected", origin, report.added, report.duplicates, len(report.errors))
 
 
-def _human(summary: ThreadSummary) -> str:
+def _human(summary: ThreadSummary, title: str) -> str:
     flags = [f"urgency {summary.urgency}"] + (["needs reply"] if summary.needs_reply else [])
-    lines = [f"[{summary.thread}] from {', '.join(summary.senders)} ({'; '.join(flags)})",
+    lines = [f"[{title}] from {', '.join(summary.senders)} ({'; '.join(flags)})",
              f"  {summary.summary}",
              f"  (summary by: {summary.source})"]
     if summary.suggestions:
@@ -63,12 +65,12 @@ def _human(summary: ThreadSummary) -> str:
     return "\n".join(lines)
 
 
-def _announcer(as_json: bool, announced: list[ThreadSummary]):
+def _announcer(as_json: bool, announced: list[ThreadSummary], store: Store):
     def announce(summary: ThreadSummary) -> None:
         if as_json:
             print(json.dumps(summary.to_json(), ensure_ascii=False), flush=True)
         else:
-            print(_human(summary) + "\n", flush=True)
+            print(_human(summary, store.thread_title(summary.thread)) + "\n", flush=True)
         announced.append(summary)
     return announce
 
@@ -77,9 +79,10 @@ def _summarize(args: argparse.Namespace, config: Config) -> list[ThreadSummary]:
     summarizer = open_summarizer(config, use_adapter=not args.no_adapter)
     announced: list[ThreadSummary] = []
     with Store(config.store.path) as store:
-        origin = "stdin" if str(args.file) == "-" else str(args.file)
-        _print_errors(ingest_file(store, args.file), origin)
-        announce_unread(store, summarizer, _announcer(args.json, announced))
+        if args.file is not None:
+            origin = "stdin" if str(args.file) == "-" else str(args.file)
+            _print_errors(ingest_file(store, args.file), origin)
+        announce_unread(store, summarizer, _announcer(args.json, announced, store))
     if not announced:
         print("tidings: no unread messages (threads already summarized are not announced again)", file=sys.stderr)
     return announced
@@ -115,7 +118,7 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     summarizer = open_summarizer(config)
 
     def show(mark: Mark) -> None:
-        if mark.kind in ("heard", "say", "summary", "readback", "sent", "error"):
+        if mark.kind in ("heard", "say", "summary", "readback", "sent", "notice", "error"):
             print(f"tidings: [{mark.kind}] {mark.detail}", file=sys.stderr, flush=True)
 
     with Store(config.store.path) as store:
@@ -123,6 +126,8 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
         loop = open_voice_loop(config, store, summarizer, source, sink, on_mark=show)
         if args.feed:
             _print_errors(ingest_file(store, args.feed), str(args.feed))
+        matrix = start_beside_voice(config, loop.notify, loop.messages_arrived) \
+            if args.matrix or config.matrix.listen else None
         print("tidings: listening (say read, reply, next, repeat; Ctrl-C to stop)", file=sys.stderr, flush=True)
         try:
             loop.run()
@@ -131,6 +136,8 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
         finally:
             source.close()
             sink.close()
+            if matrix is not None:
+                matrix.stop()
         for entry in store.outbox():
             if entry.id > first_new:
                 print(json.dumps({"thread": entry.thread, "text": entry.text, "queued_at": entry.queued_at},
@@ -265,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summarize", help="ingest a JSON-lines feed and summarize every thread with unread messages",
                        description="Ingest FILE (JSON lines, one message each; '-' for stdin) into the store, then "
                        "print one summary per thread with unread messages. A thread is announced once: run it again "
-                       "and only new messages are summarized.")
-    p.add_argument("file", type=Path, help="JSON-lines messages: {id, thread, sender, text, sent_at}")
+                       "and only new messages are summarized. Without FILE, the store's unread messages (from "
+                       "`tidings serve` or `tidings connect matrix`) are summarized.")
+    p.add_argument("file", type=Path, nargs="?", help="JSON-lines messages: {id, thread, sender, text, sent_at}")
     p.add_argument("--json", action="store_true", help="one JSON object per thread per line")
     p.add_argument("--no-adapter", action="store_true",
                    help="use the bare base model without its task adapter (to see what the adapter adds)")
@@ -290,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feed", type=Path, help="ingest this JSON-lines feed first (as if its messages just arrived)")
     p.add_argument("--mic-wav", type=Path, help="read the microphone from this WAV file, in real time")
     p.add_argument("--speaker-wav", type=Path, help="write everything spoken into this WAV file")
+    p.add_argument("--matrix", action="store_true",
+                   help="also sync the Matrix account ([matrix], `tidings connect matrix --help`): new messages are "
+                   "announced as they arrive and replies are delivered to their rooms")
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("bench", help="measure speed, memory and quality per stage on this board",
@@ -327,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     trim.add_argument("--base", default=DEFAULT_MODEL, help="base model from the manifest (default: %(default)s)")
     trim.add_argument("--name", help="name of the lean model (default: BASE-leanNk)")
 
+    add_connect_parser(sub)
     add_federation_parser(sub)
     return parser
 
@@ -341,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.store:
             config = with_overrides(config, store={"path": args.store})
         return args.func(args, config)
-    except (ConfigError, ModelError, AdapterError, AudioDeviceError, TtsError, FileNotFoundError,
-            IsADirectoryError) as exc:
+    except (ConfigError, ModelError, AdapterError, AudioDeviceError, TtsError, MatrixError,
+            FileNotFoundError, IsADirectoryError) as exc:
         print(f"tidings: error: {exc}", file=sys.stderr)
         return 2
 

@@ -136,6 +136,31 @@ class VoiceConfig:
 
 
 @dataclass(frozen=True)
+class MatrixConfig:
+    # The wearer's account: `tidings connect matrix` logs in once and keeps the
+    # access token in `credentials` (file mode 0600); the password is never stored.
+    homeserver: str = ""  # e.g. "https://matrix.example.org"
+    user_id: str = ""  # e.g. "@alex:example.org"
+    credentials: Path = field(default_factory=lambda: _data_home() / "matrix" / "credentials.json")
+    # nio's end-to-end encryption keys for this device (a directory, mode 0700).
+    keys_dir: Path = field(default_factory=lambda: _data_home() / "matrix" / "keys")
+    device_name: str = "Tidings"
+    # `tidings listen` also connects (same as --matrix).
+    listen: bool = False
+    # How long one sync waits on the homeserver for new events (long polling).
+    sync_timeout_ms: int = 30000
+    # Delivery retries back off from `retry_min_seconds` doubling up to `retry_max_seconds`.
+    retry_min_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.homeserver and not self.homeserver.startswith(("http://", "https://")):
+            raise ConfigError(f'matrix.homeserver must be a URL ("https://..."), got {self.homeserver!r}')
+        if self.user_id and not (self.user_id.startswith("@") and ":" in self.user_id):
+            raise ConfigError(f'matrix.user_id must look like "@name:server", got {self.user_id!r}')
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     # Where the operator's server keeps the global adapter's versions, round
     # log, deployment certificates and logs; devices fetch from `registry`
@@ -172,6 +197,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
+    matrix: MatrixConfig = field(default_factory=MatrixConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
 
 

@@ -1,11 +1,14 @@
-"""The device's local store: messages, read state, summaries, drafts, outbox.
+"""The device's local store: messages, read state, summaries, drafts, outbox, connector state.
 
 SQLite in WAL mode with synchronous=FULL: a committed transaction survives a
 crash or power loss. Each step that must not happen twice commits together
 with its effect: a summary is written, its messages marked read and the
 summary marked announced in one transaction, before the summary is shown, so
 a restart never announces it again. Message ids are primary keys, so feeding
-the same messages twice stores them once.
+the same messages twice stores them once. A messenger connector's sync
+position is committed with the messages it delivered, and an outbox row is
+marked delivered with the id the messenger gave it, so neither a crash nor a
+resync loses or doubles a message.
 """
 
 from __future__ import annotations
@@ -77,7 +80,28 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued_at   TEXT NOT NULL,
     sent_at     TEXT
 );
+-- Threads a connector brings in: what to call them aloud, and which connector delivers replies to them.
+CREATE TABLE IF NOT EXISTS threads (
+    thread      TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    connector   TEXT NOT NULL
+);
+-- Each connector's position in its messenger (a Matrix sync token, a receipt sent).
+CREATE TABLE IF NOT EXISTS connector_state (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
 """
+
+# Columns added after the first release, for stores created before them.
+_ADDED_COLUMNS = {
+    "outbox": {
+        "remote_id": "TEXT",            # the messenger's id of the delivered message
+        "attempts": "INTEGER NOT NULL DEFAULT 0",
+        "last_error": "TEXT",
+        "failed_at": "TEXT",            # delivery refused for good (not a member of the room, ...)
+    },
+}
 
 
 def _now() -> str:
@@ -106,6 +130,18 @@ class OutboxEntry:
     text: str
     draft_id: int | None
     queued_at: str
+    sent_at: str | None = None  # delivered to the messenger, as `remote_id`
+    remote_id: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    failed_at: str | None = None  # given up: the messenger refused it for good
+
+    @property
+    def pending(self) -> bool:
+        return self.sent_at is None and self.failed_at is None
+
+
+_OUTBOX_COLUMNS = "id, thread, text, draft_id, queued_at, sent_at, remote_id, attempts, last_error, failed_at"
 
 
 @dataclass(frozen=True)
@@ -132,7 +168,15 @@ class Store:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._add_missing_columns()
         self.path = path
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -170,16 +214,7 @@ class Store:
                             "INSERT INTO rejected_lines (origin, line, reason, raw, received_at) VALUES (?,?,?,?,?)",
                             (origin, item.line, item.reason, item.raw, _now()),
                         )
-                        continue
-                    cursor = db.execute(
-                        "INSERT OR IGNORE INTO messages"
-                        " (id, thread, sender, text, sent_at, sent_utc, extra, received_at)"
-                        " VALUES (?,?,?,?,?,?,?,?)",
-                        (item.id, item.thread, item.sender, item.text, item.sent_at.isoformat(),
-                         item.sent_at.astimezone(timezone.utc).isoformat(),
-                         json.dumps(item.extra), _now()),
-                    )
-                    if cursor.rowcount:
+                    elif _insert_message(db, item, read=False):
                         added += 1
                     else:
                         duplicates += 1
@@ -194,6 +229,59 @@ class Store:
         if pending:
             flush()
         return IngestReport(added, duplicates, tuple(errors))
+
+    def add_synced(self, messages: Sequence[Message], *, state: dict[str, str], titles: dict[str, str] | None = None,
+                   connector: str, history: bool = False, removed: Sequence[str] = (),
+                   read_through: Sequence[str] = ()) -> IngestReport:
+        """One connector sync, in one transaction: its messages, its new position (`state`), its threads'
+        titles, and the ids its senders deleted. A crash before the commit leaves the old position, so the
+        next sync delivers the same messages again and their ids make that harmless. `history`: messages
+        from before the device connected, stored as read (context for summaries, never announced).
+        `read_through`: messages the wearer wrote elsewhere; they and what came before them in their
+        thread count as read, as they do in the wearer's other apps."""
+        added = duplicates = 0
+        with self.transaction() as db:
+            for message in messages:
+                if _insert_message(db, message, read=history):
+                    added += 1
+                else:
+                    duplicates += 1
+            now = _now()
+            db.executemany("UPDATE messages SET read_at = ? WHERE read_at IS NULL AND thread ="
+                           " (SELECT thread FROM messages WHERE id = ?) AND seq <= (SELECT seq FROM messages"
+                           " WHERE id = ?)", [(now, mid, mid) for mid in read_through])
+            db.executemany("DELETE FROM messages WHERE id = ?", [(mid,) for mid in removed])
+            db.executemany("INSERT INTO threads (thread, title, connector) VALUES (?,?,?)"
+                           " ON CONFLICT(thread) DO UPDATE SET title = excluded.title",
+                           [(thread, title, connector) for thread, title in (titles or {}).items()])
+            db.executemany("INSERT INTO connector_state (key, value) VALUES (?,?)"
+                           " ON CONFLICT(key) DO UPDATE SET value = excluded.value", list(state.items()))
+        return IngestReport(added, duplicates, ())
+
+    def connector_state(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM connector_state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_connector_state(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO connector_state (key, value) VALUES (?,?)"
+                       " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def thread_title(self, thread: str) -> str:
+        """What to call a thread aloud: its messenger's name for it, else its id."""
+        row = self.db.execute("SELECT title FROM threads WHERE thread = ?", (thread,)).fetchone()
+        return row[0] if row else thread
+
+    def connector_threads(self, connector: str) -> set[str]:
+        return {t for (t,) in self.db.execute("SELECT thread FROM threads WHERE connector = ?", (connector,))}
+
+    def last_read_message(self, thread: str) -> Message | None:
+        """The newest message of the thread that the wearer has heard (for a read receipt)."""
+        row = self.db.execute(
+            "SELECT id, thread, sender, text, sent_at, extra FROM messages"
+            " WHERE thread = ? AND read_at IS NOT NULL ORDER BY sent_utc DESC, seq DESC LIMIT 1",
+            (thread,)).fetchone()
+        return _message(row) if row else None
 
     def message_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
@@ -295,9 +383,29 @@ class Store:
         return OutboxEntry(cursor.lastrowid, row[0], row[1], draft_id, now)
 
     def outbox(self) -> list[OutboxEntry]:
-        rows = self.db.execute("SELECT id, thread, text, draft_id, queued_at FROM outbox ORDER BY id")
-        return [OutboxEntry(*row) for row in rows]
+        return [OutboxEntry(*row) for row in self.db.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id")]
 
+    def outbox_entry(self, entry_id: int) -> OutboxEntry:
+        row = self.db.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no outbox entry {entry_id}")
+        return OutboxEntry(*row)
+
+    def pending_deliveries(self, threads: set[str]) -> list[OutboxEntry]:
+        """Queued replies to these threads that are neither delivered nor given up, oldest first."""
+        return [entry for entry in self.outbox() if entry.pending and entry.thread in threads]
+
+    def mark_delivered(self, entry_id: int, remote_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET sent_at = ?, remote_id = ?, attempts = attempts + 1, last_error = NULL"
+                       " WHERE id = ? AND sent_at IS NULL", (_now(), remote_id, entry_id))
+
+    def mark_delivery_failed(self, entry_id: int, error: str, *, permanent: bool) -> OutboxEntry:
+        """Count a failed attempt; a permanent one ends the retries."""
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, failed_at = ?"
+                       " WHERE id = ? AND sent_at IS NULL", (error, _now() if permanent else None, entry_id))
+        return self.outbox_entry(entry_id)
 
     # -- on-device training data -----------------------------------------------
 
@@ -337,6 +445,19 @@ class Store:
                                               parse_timestamp(m["sent_at"])) for m in json.loads(source)),
                                 author, output, outcome, created)
                 for rid, kind, thread, source, author, output, outcome, created in rows]
+
+
+def _insert_message(db: sqlite3.Connection, message: Message, *, read: bool) -> bool:
+    """Store one message unless its id is stored already; True if it was new."""
+    now = _now()
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO messages (id, thread, sender, text, sent_at, sent_utc, extra, received_at, read_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?)",
+        (message.id, message.thread, message.sender, message.text, message.sent_at.isoformat(),
+         message.sent_at.astimezone(timezone.utc).isoformat(), json.dumps(message.extra), now,
+         now if read else None),
+    )
+    return bool(cursor.rowcount)
 
 
 def _message(row: tuple) -> Message:

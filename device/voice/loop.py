@@ -61,12 +61,17 @@ class Mark:
     """One moment on the loop's timeline (time.monotonic()), for logs and the benchmark."""
 
     at: float
-    kind: str  # arrived, speech_end, heard, say, summary, readback, sent, barge_in, error
+    kind: str  # arrived, speech_end, heard, say, summary, readback, sent, notice, barge_in, error
     detail: str = ""
 
 
 _CHECK = object()  # wake-up: new messages may be in the store
 _END = object()  # the microphone's input ended
+
+
+@dataclass(frozen=True)
+class _Notice:
+    text: str  # something the wearer must hear from outside the dialog (a reply that could not be sent)
 
 
 class VoiceLoop:
@@ -96,6 +101,10 @@ class VoiceLoop:
         """Tell the loop that new messages are in the store (else it notices within `poll_seconds`)."""
         self._events.put(_CHECK)
 
+    def notify(self, text: str) -> None:
+        """Say `text` to the wearer soon, from any thread: the loop's own thread speaks it."""
+        self._events.put(_Notice(text))
+
     def run(self) -> None:
         """Until the microphone's input ends; then let the last words play out."""
         self._started = time.monotonic()
@@ -117,6 +126,8 @@ class VoiceLoop:
                 break
             if isinstance(item, Utterance):
                 self._on_utterance(item)
+            elif isinstance(item, _Notice):
+                self._speak(item.text, "notice")
             self._check_messages()
         self.sink.wait()
 

@@ -1,0 +1,1 @@
+"""The Matrix connector: a wearer's rooms in, their confirmed replies out."""
