@@ -414,3 +414,29 @@ def test_a_send_that_reached_the_homeserver_but_not_the_store_is_not_sent_twice(
     first, second = asyncio.run(send_twice())
     assert first == second
     assert people.seen_by(people.mom, family).count((people.alex.user_id, "See you at eight")) == 1
+
+
+# -- the whole path, as the wearer runs it ------------------------------------------------------
+
+
+@pytest.mark.model
+def test_listen_with_matrix_announces_a_message_from_mom_and_delivers_the_dictated_reply(people, tmp_path):
+    from tidings.bench.speech_corpus import Turn, script_audio, write_wav
+    from tidings.device.voice.tts import HibariTts
+
+    config = write_config(tmp_path, people)
+    first = cli(config, "connect", "matrix", "--once", env={"TIDINGS_MATRIX_PASSWORD": PASSWORD})
+    assert first.returncode == 0, first.stderr
+    family = people.room(people.mom)
+    people.hs.send(people.mom, family, "Can you pick up Lily from practice at 5:30 today?")
+    people.hs.send(people.mom, family, "Dad is stuck at work until 6.")
+    turns = [Turn(6, "Read."), Turn(8, "Reply."), Turn(2, "Tell her I will be there at six."), Turn(7, "Send.")]
+    mic = write_wav(tmp_path / "in.wav", script_audio(HibariTts(), turns, tail=4).audio)
+    listen = cli(config, "listen", "--matrix", "--mic-wav", str(mic), "--speaker-wav", str(tmp_path / "out.wav"))
+    assert listen.returncode == 0, listen.stderr
+    assert "[say] Two new messages from Mom." in listen.stderr
+    assert "[sent]" in listen.stderr
+    replies = [body for sender, body in people.seen_by(people.mom, family) if sender == people.alex.user_id]
+    assert len(replies) == 1 and any(said in replies[0].lower() for said in ("there at six", "there at 6"))
+    with Store(people.store_path) as store:
+        assert store.unread_threads() == [] and not store.pending_deliveries({family})
