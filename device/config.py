@@ -142,7 +142,9 @@ class MatrixConfig:
     homeserver: str = ""  # e.g. "https://matrix.example.org"
     user_id: str = ""  # e.g. "@alex:example.org"
     credentials: Path = field(default_factory=lambda: _data_home() / "matrix" / "credentials.json")
-    # nio's end-to-end encryption keys for this device (a directory, mode 0700).
+    # End-to-end encrypted rooms: read and answered with this device's own keys (kept in `keys_dir`,
+    # mode 0700). Off: their messages are skipped with a log line and replies to them refused.
+    encryption: bool = True
     keys_dir: Path = field(default_factory=lambda: _data_home() / "matrix" / "keys")
     device_name: str = "Tidings"
     # `tidings listen` also connects (same as --matrix).

@@ -440,3 +440,100 @@ def test_listen_with_matrix_announces_a_message_from_mom_and_delivers_the_dictat
     assert len(replies) == 1 and any(said in replies[0].lower() for said in ("there at six", "there at 6"))
     with Store(people.store_path) as store:
         assert store.unread_threads() == [] and not store.pending_deliveries({family})
+
+
+# -- end-to-end encrypted rooms -------------------------------------------------------------------
+
+
+class EncryptedMom:
+    """Mom on an end-to-end encrypting client of her own (matrix-nio with its key store)."""
+
+    def __init__(self, people: People, keys: Path) -> None:
+        from nio import AsyncClient, AsyncClientConfig
+
+        keys.mkdir()
+        self.people = people
+        self.client = AsyncClient(people.hs.url, people.mom.user_id, store_path=str(keys),
+                                  config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False))
+
+    async def start_room(self) -> str:
+        await self.client.login(PASSWORD)
+        await self.sync()
+        reply = await self.client.room_create(
+            invite=[self.people.alex.user_id], is_direct=True,
+            initial_state=[{"type": "m.room.encryption", "state_key": "",
+                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+        self.people.hs.join(self.people.alex, reply.room_id)
+        return reply.room_id
+
+    async def sync(self):
+        reply = await self.client.sync(timeout=0)
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+        if self.client.should_query_keys:
+            await self.client.keys_query()
+        return reply
+
+    async def say(self, room: str, text: str) -> None:
+        await self.sync()
+        await self.client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": text},
+                                    ignore_unverified_devices=True)
+
+    async def heard(self, room: str) -> list[str]:
+        """Everything Alex wrote that Mom's client could decrypt."""
+        reply = await self.sync()
+        events = reply.rooms.join[room].timeline.events if room in reply.rooms.join else []
+        return [e.body for e in events if getattr(e, "sender", "") == self.people.alex.user_id
+                and hasattr(e, "body")]
+
+
+def test_an_encrypted_room_is_read_and_answered_and_the_homeserver_sees_only_ciphertext(people, tmp_path):
+    asyncio.run(people.connector().run_once())  # the device publishes its keys on its first sync
+
+    async def conversation() -> tuple[str, list[str]]:
+        mom = EncryptedMom(people, tmp_path / "mom-keys")
+        try:
+            room = await mom.start_room()
+            await mom.say(room, "The door code is 4411, delete this after")
+            await people.connector().run_once()
+            people.queue_reply(room, "Got it, thanks")
+            await people.connector().run_once()
+            return room, await mom.heard(room)
+        finally:
+            await mom.client.close()
+
+    room, mom_heard = asyncio.run(conversation())
+    with Store(people.store_path) as store:
+        assert [(m.sender, m.text) for m in store.unread_messages(room)] == [
+            ("Mom", "The door code is 4411, delete this after")]
+    assert mom_heard == ["Got it, thanks"]
+    on_server = [e for e in people.hs.messages(people.mom, room) if e["type"].startswith("m.room.")]
+    assert not [e for e in on_server if e["type"] == "m.room.message"]  # no plain text ever reached the server
+    assert sum(e["type"] == "m.room.encrypted" for e in on_server) == 2
+
+
+def test_with_encryption_off_an_encrypted_room_is_skipped_and_never_answered_in_plain_text(people, tmp_path, caplog):
+    plain = ConnectorSettings(**{**FAST.__dict__, "encryption": False})
+    connector = lambda **kw: MatrixConnector(people.credentials, people.store_path, wearer=Wearer("Alex"),  # noqa: E731
+                                             settings=plain, **kw)
+    asyncio.run(connector().run_once())
+
+    async def mom_writes() -> str:
+        mom = EncryptedMom(people, tmp_path / "mom-keys")
+        try:
+            room = await mom.start_room()
+            await mom.say(room, "The door code is 4411")
+            return room
+        finally:
+            await mom.client.close()
+
+    room = asyncio.run(mom_writes())
+    with caplog.at_level(logging.INFO, logger="tidings"):
+        report = asyncio.run(connector().run_once())
+    assert report.added == 0 and any("no key for it" in s.reason for s in report.skipped)
+    assert "encrypted, and this device has no key for it" in caplog.text
+    people.queue_reply(room, "ok")
+    deliveries: list[Delivery] = []
+    asyncio.run(connector(on_delivery=deliveries.append).run_once())
+    assert deliveries and deliveries[0].permanent and "encryption is off" in deliveries[0].error
+    assert not [e for e in people.hs.messages(people.mom, room) if e["type"] == "m.room.message"]

@@ -35,7 +35,7 @@ def settings(config: MatrixConfig) -> ConnectorSettings:
     from tidings.device.matrix.connector import ConnectorSettings
 
     return ConnectorSettings(sync_timeout_ms=config.sync_timeout_ms, retry_min_seconds=config.retry_min_seconds,
-                             retry_max_seconds=config.retry_max_seconds)
+                             retry_max_seconds=config.retry_max_seconds, encryption=config.encryption)
 
 
 def credentials(config: MatrixConfig, *, relogin: bool = False, homeserver: str = "", user_id: str = "") -> Credentials:

@@ -52,6 +52,11 @@ def transaction_id(store: Store, entry: OutboxEntry) -> str:
 async def deliver(client: AsyncClient, store: Store, entry: OutboxEntry, *, rooms_known: bool = True) -> Delivery:
     """Send one reply; `rooms_known`: the client has synced, so a room it does not know is not the wearer's."""
     txn = transaction_id(store, entry)
+    room = client.rooms.get(entry.thread)
+    if room is not None and room.encrypted and client.olm is None:
+        # Sent anyway, the reply would go out in plain text into a conversation its members believe private.
+        return _failed(store, entry, "the conversation is end-to-end encrypted and encryption is off on this "
+                       "device ([matrix] encryption)", permanent=True)
     try:
         reply = await client.room_send(entry.thread, "m.room.message", {"msgtype": "m.text", "body": entry.text},
                                        tx_id=txn, ignore_unverified_devices=True)
@@ -107,4 +112,6 @@ def _why(error: str) -> str:
         return "you are not in that conversation any more."
     if error.startswith(("M_NOT_FOUND", "M_UNKNOWN")) or "No such room" in error:
         return "that conversation no longer exists."
+    if "encryption is off" in error:
+        return "the conversation is encrypted and encryption is off on this device."
     return "the server refused it."
