@@ -285,6 +285,21 @@ def test_a_reply_to_a_room_the_wearer_left_fails_for_good_with_a_clear_message(p
     assert len(deliveries) == 1  # given up: not tried again
 
 
+def test_a_reply_to_a_room_that_does_not_exist_fails_for_good_with_a_clear_log_line(people, caplog):
+    asyncio.run(people.connector().run_once())
+    ghost = "!no-such-room:localhost"
+    with Store(people.store_path) as store:  # a thread the store knows as a Matrix room, which the server does not
+        store.add_synced([], state={}, titles={ghost: "Old group"}, connector="matrix")
+    people.queue_reply(ghost, "Still on for Friday?")
+    deliveries: list[Delivery] = []
+    with caplog.at_level(logging.WARNING, logger="tidings"):
+        asyncio.run(people.connector(on_delivery=deliveries.append).run_once())
+    assert len(deliveries) == 1 and deliveries[0].permanent
+    assert notice(deliveries[0], "Old group") == ("I couldn't send your reply to Old group: that conversation "
+                                                  "no longer exists.")
+    assert f"to {ghost} not delivered (attempt 1, giving up)" in caplog.text
+
+
 def test_a_reply_sent_while_the_homeserver_is_down_is_delivered_once_it_is_back(hs, people):
     family = people.room(people.mom)
     deliveries: list[Delivery] = []
@@ -537,3 +552,19 @@ def test_with_encryption_off_an_encrypted_room_is_skipped_and_never_answered_in_
     asyncio.run(connector(on_delivery=deliveries.append).run_once())
     assert deliveries and deliveries[0].permanent and "encryption is off" in deliveries[0].error
     assert not [e for e in people.hs.messages(people.mom, room) if e["type"] == "m.room.message"]
+
+
+@pytest.mark.model
+def test_the_latency_benchmark_times_both_paths_and_saves_its_figures(tmp_path):
+    from tidings.bench.matrix_bench import run
+
+    report = run(2, tmp_path, quick=True, progress=False)
+    saved = json.loads((tmp_path / "matrix.json").read_text())
+    assert (tmp_path / "matrix.png").stat().st_size > 10_000
+    for kind in ("matrix", "direct"):
+        assert saved[kind]["timed"] + len(saved[kind]["not_timed"]) == 2
+        for trial in saved[kind]["trials"]:
+            assert trial["announcement"] and trial["sender"] in trial["announcement"]
+    timed = [t for t in saved["matrix"]["trials"] if t["latency_s"] is not None]
+    assert timed and all(0 < t["homeserver_to_store_s"] < t["latency_s"] for t in timed)
+    assert report["ratio_p95"] == saved["ratio_p95"]

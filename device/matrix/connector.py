@@ -206,6 +206,6 @@ class ConnectorThread:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 15.0) -> None:  # room for the last deliveries (10 s at most)
         self.stop_event.set()
         self._thread.join(timeout)
