@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="tidings: %(message)s", stream=sys.stderr)
     # -v shows what the agent does, llama.cpp's own log included; without it, only warnings.
     logging.getLogger("tidings").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # matrix-nio warns about key sessions and retries that Tidings reports in its own words.
+    logging.getLogger("nio").setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:
         config = load_config(args.config)
         if args.store:
