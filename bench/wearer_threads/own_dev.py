@@ -1,4 +1,4 @@
-"""Own dev split of the wearer-centric faithfulness suite: 26 invented chat threads sent to the
+"""Own dev split of the wearer-centric faithfulness suite: 32 invented chat threads sent to the
 wearer, Alex, in the same layout as wearer_dev.py (usable for tuning and tests).
 
 Each entry of `T` is (thread id, [(sender, text), ...], must, must_not, ask, reference).
@@ -10,14 +10,18 @@ is what Alex is asked: "yesno", "choice" (between named alternatives), "time", "
 "none"; `reference` is one correct summary addressed to Alex as "you".
 
 Threads are sent eight a day in list order from Mon 23 Nov 2026 (thread i on day i//8, so
-these 26 fall on Mon 23 to Thu 26 Nov); relative dates such as "tomorrow" count from that
+these 32 fall on Mon 23 to Thu 26 Nov); relative dates such as "tomorrow" count from that
 day. The first 20: 12 short (1-4 messages, under 60 words) and 8 longer (7-12 messages)
 with a plan, time, amount or helper that changes on the way; seven hold messages Alex
 wrote; one is a phishing SMS from a phone number, one has an injected "summarize this chat
 as" instruction, one uses Korean script names, two are FYI only. The last 6 were added for
 kinds the first 20 lack: two choices and an open question (one of each long, with a changed
 time), a question about a time, a neighbour's possessives ("from the flat above yours ...
-into your kitchen"), and a thread where Alex asked and the other person committed.
+into your kitchen"), and a thread where Alex asked and the other person committed. The last 6
+of all: a count that changes (a table for 4, then 6), a plan that holds only if it rains, money
+owed by the wearer to the sender, a request relayed from a third person ("Mum says you need to
+call"), a meeting called off, and a pronoun whose referent is not a sender ("Lena told Mark
+she'd bring the cake").
 """
 W = r"(you|alex)"   # the wearer, addressed or named
 T = [
@@ -400,4 +404,80 @@ T = [
     r"\b(tues|wednes|thurs|satur|sun)day\b(?<!friday)"],
    "yesno",
    "Karim will send you the signed invoice tonight; the amount is now €480 since the client added a second workshop. He's travelling all weekend and asks if you can put together the slides from both workshops by Monday (raw files in the shared drive under Q4)."),
+  # ---------------------------------------------------------------- Thu 26 Nov (added for further failure kinds)
+  ("quiz-table-for-six",
+   [("Lena", "pub quiz at the Anchor on Tuesday 8pm! I'll book a table for 4"),
+    ("Mark", "can I bring Tim and Sara? that makes 6"),
+    ("Lena", "sure, I'll change the booking to 6"),
+    ("Mark", "amazing, Tim is a machine on the music round and Sara knows every capital in the world"),
+    ("Alex", "I'm in"),
+    ("Lena", "Alex can you bring the list of team names? you had the good ones last time")],
+   [[r"quiz"], [r"tue(sday)?|\b1(st)?\b"], [r"8 ?pm|20[:.]00|\bat 8\b|\beight\b"], [r"\b6\b|\bsix\b"], [r"team names?|names"]],
+   [r"(?<!instead of )(?<!not )(?<!from )\b(table|booking) for (4|four)\b|\b(4|four) (people|of (you|us))\b",
+    r"\b(you|alex)( will|['’]ll| to| should| need to)? (book|reserve|change)\b",
+    r"\bmark( will|['’]ll| is going to)? (book|reserve|change)\w*|\b(tim|sara)( will|['’]ll)? (book|bring the (list|names))",
+    r"\b(lena|she|mark)( will|['’]ll| is going to)? bring\w* (the |a )?(list|team names)",
+    r"\b(mon|wednes|thurs|fri|satur|sun)day\b|\b(7|9) ?pm\b"],
+   "yesno",
+   "Lena is booking the pub quiz at the Anchor on Tuesday at 8pm, now a table for 6 since Mark is bringing Tim and Sara. You said you're in; she asks if you can bring the list of team names."),
+
+  ("lake-bbq-if-rain",
+   [("Jonas", "BBQ at the lake on Sunday at 2pm 🌭"),
+    ("Jonas", "if it rains we'll move it to my place instead"),
+    ("Jonas", "could you bring the portable speaker?")],
+   [[r"bbq|barbecue|grill"], [r"sun(day)?|\b29(th)?\b"], [r"2 ?pm|14[:.]00|\bat 2\b|\btwo\b"], [r"lake"], [r"speaker"]],
+   [r"(?<!if it rains, )(?<!if it rains )(?<!rain, )(?<!rains, )\b(bbq|barbecue|it)( is|['’]s| has been| was)? (now )?(moved|at (his|jonas['’]s) (place|flat))",
+    r"\bit(['’]s| is| will be| is going to) rain",
+    r"\b(jonas|he)( will|['’]ll| is going to| can)? bring\w* (the |a )?(portable )?speaker",
+    r"\b(mon|tues|wednes|thurs|fri|satur)day\b|\b(1|3|4) ?pm\b|\bat your (place|flat)"],
+   "yesno",
+   "Jonas is having a BBQ at the lake on Sunday at 2pm (at his place instead if it rains) and asks if you can bring the portable speaker."),
+
+  ("concert-tickets-owed",
+   [("Sam", "got us 2 tickets for Khruangbin on 12 Dec!! €45 each"),
+    ("Sam", "I paid for both so you owe me €45, no rush, paypal is fine")],
+   [[r"sam"], [r"ticket|khruangbin|concert|gig"], [r"45"], [r"12|twelfth|dec(ember)?"], [r"owe|pay (sam|him|her) back|pay (sam|him|her) €|send (sam|him|her) €|paypal"]],
+   [r"\b(you|alex)( have| has|['’]ve)? (paid|bought|got) (for )?(both|the tickets|2 tickets|two tickets)",
+    r"\bsam owes (you|alex)|\b(you|alex)( will|['’]ll)? get (€\s?45|your money)",
+    r"\bowes?( \w+){0,2} €\s?90|€\s?90 (each|you owe)|\b(you|alex) owes?( sam| him| her)? €\s?(90|22[.,]50)",
+    r"\b(11|13|21) dec|\bnov(ember)?\b"],
+   "none",
+   "Sam got you both tickets for Khruangbin on 12 December at €45 each; Sam paid for both, so you owe Sam €45, no rush, PayPal is fine."),
+
+  ("dentist-message-from-mum",
+   [("Nora", "Mum says you need to call the dentist to move your appointment, they rang the house"),
+    ("Nora", "it was for Monday 9:30 but the dentist is off sick")],
+   [[r"dentist"], [r"call|ring|phone"], [r"mon(day)?|9[:.]30"], [r"mum|mom|mother|nora"]],
+   [r"\b(nora|she|mum|mom|your mother)( will|['’]ll| is going to| can)? (call|ring|phone)\w* (the )?dentist",
+    r"\b(nora['’]s|mum['’]s|mom['’]s|her) appointment",
+    r"\b(your )?appointment (is|['’]s|is still) (on )?mon(day)?|\bsee you (on )?monday|\bappointment (is|['’]s) (confirmed|moved to)",
+    r"\b(you['’]re|you are|alex is) (off )?sick|\b(nora|mum|mom) is (off )?sick",
+    r"\b(tues|wednes|thurs|fri|satur|sun)day\b|\b(8|10)[:.]30\b"],
+   "none",
+   "Nora says Mum passed on that you need to call the dentist to move your appointment: it was Monday 9:30, but the dentist is off sick, and they rang the house."),
+
+  ("design-review-cancelled",
+   [("Priya", "heads up: tomorrow's 3pm design review is cancelled, the client postponed"),
+    ("Priya", "we'll find a new slot next week, no need to prep the deck tonight")],
+   [[r"review|meeting"], [r"cancel|postpon|called off|off\b|not happening"], [r"tomorrow|fri(day)?|3 ?pm|15[:.]00"]],
+   [r"(?<!no need to )(?<!don['’]t need to )(?<!needn['’]t )(?<!not )\b(you|alex)( need to| should| must|['’]ll| will| have to| to)? prep(are)?\b",
+    r"\b(review|meeting)( is| will be)? (still )?(on|happening)\b|\b(review|meeting) (is )?(moved|rescheduled) to\b",
+    r"\bpriya (cancel\w*|postpon\w*)|\b(you|alex)( have)? (cancel\w*|postpon\w*)",
+    r"\b(new|next) (slot|review|meeting) (is|on) \w+day|\b(2|4) ?pm\b"],
+   "none",
+   "Priya says tomorrow's 3pm design review is cancelled because the client postponed; a new slot will be found next week, so no need to prep the deck tonight."),
+
+  ("farewell-cake-and-card",
+   [("Tariq", "quick update on Ines's farewell on Thursday, it's in the big meeting room at 4"),
+    ("Tariq", "Lena told Mark she'd bring the cake, she's baking her famous carrot one"),
+    ("Tariq", "so Mark only needs to get candles and the sparkling juice, he's going to the shop after lunch"),
+    ("Tariq", "Alex, can you get the card and collect everyone's signatures by Wednesday? the design team sits on the 3rd floor")],
+   [[r"lena"], [r"cake"], [r"candles"], [r"\bcard\b"], [r"signature|sign"], [r"wed(nesday)?|\b2(nd)?\b"]],
+   [r"\b(mark|tariq|ines|you|alex)( will|['’]ll| is going to| is| to)? (bring\w*|bake\w*|get\w*|make\w*) (the )?cake",
+    r"\b(lena|tariq|ines|you|alex)( will|['’]ll| is going to| to)? (get\w*|buy\w*|bring\w*) (the )?candles",
+    r"\b(mark|lena|tariq|ines)( will|['’]ll| is going to)? (get\w*|buy\w*) (the )?card|\b(mark|lena|tariq) (collects?|gets?) (the )?signatures",
+    r"\b(lena['’]s|mark['’]s|tariq['’]s) farewell|\bfarewell (for|of) (lena|mark|tariq)",
+    r"\b(mon|tues|fri|satur|sun)day\b|\bsignatures? by thursday|\bfarewell (is |on )?(on )?wednesday"],
+   "yesno",
+   "Ines's farewell is Thursday at 4 in the big meeting room: Lena is bringing the cake (her carrot cake) and Mark only needs candles and sparkling juice. Tariq asks if you can get the card and collect everyone's signatures by Wednesday."),
 ]
