@@ -127,10 +127,39 @@ def device_dir(config: Config) -> Path:
 
 
 def cmd_fetch(args, config: Config) -> int:
-    from tidings.federated.device_sync import fetch_newest
+    from tidings.federated.device_sync import IntegrityError, fetch_newest
+    from tidings.models.registry import resolve_model
 
-    local = fetch_newest(args.registry or config.federation.registry, device_dir(config))
+    base = resolve_model(config.model.name, config.model.cache_dir)
+    try:
+        local = fetch_newest(args.registry or config.federation.registry, device_dir(config),
+                             base_sha256=base.spec.sha256 if base.spec else "")
+    except IntegrityError as exc:
+        print(f"tidings: {exc}; this device keeps the version it has", file=sys.stderr)
+        return 1
     print(json.dumps({"version": local.version, "round": local.round, "gguf": str(local.gguf)}))
+    return 0
+
+
+def cmd_enroll(args, config: Config) -> int:
+    from tidings.federated.device_sync import IntegrityError, pin_operator_key
+
+    try:
+        path = pin_operator_key(device_dir(config), args.operator_key.read_bytes())
+    except IntegrityError as exc:
+        print(f"tidings: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"tidings: this device now trusts adapter versions signed by the key in {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_signing_key(args, config: Config) -> int:
+    from tidings.server.registry import AdapterRegistry
+
+    registry = AdapterRegistry(_state_dir(args, config))
+    sys.stdout.buffer.write(registry.public_key_pem)
+    print(f"tidings: the operator's public key is {registry.root / 'keys' / 'signing.pub'}; give it to each "
+          "device: `tidings federation enroll --operator-key signing.pub`", file=sys.stderr)
     return 0
 
 
@@ -197,7 +226,15 @@ def add_federation_parser(sub) -> None:
     q.add_argument("--to", type=int, required=True, help="the version to go back to")
     q.set_defaults(func=cmd_rollback)
 
-    q = fsub.add_parser("fetch", help="device: fetch the newest published global adapter")
+    q = fsub.add_parser("signing-key", help="operator: print the public key that signs every published version")
+    common(q, rounds=False)
+    q.set_defaults(func=cmd_signing_key)
+
+    q = fsub.add_parser("enroll", help="device: pin the operator's public key (only versions it signed are used)")
+    q.add_argument("--operator-key", type=Path, required=True, help="the operator's signing.pub")
+    q.set_defaults(func=cmd_enroll)
+
+    q = fsub.add_parser("fetch", help="device: fetch the newest published global adapter, if the operator signed it")
     q.add_argument("--registry", type=Path, help="where versions are published (default: [federation] registry)")
     q.set_defaults(func=cmd_fetch)
 

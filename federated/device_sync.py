@@ -5,7 +5,14 @@ global adapter and the wearer's personal adapter, each with its own scale
 (llama.cpp sums their effects). A new global version is loaded beside the
 old one, activated, and only then is the old one unloaded: a request never
 runs without a global adapter, and a version that fails to load leaves the
-previous one active. Fetched files are checked against the published sha256.
+previous one active.
+
+A fetched version is trusted only if it is the operator's: its version.json
+must carry a valid Ed25519 signature by the key the device pinned when it
+enrolled, every file must match the sha256 in it, it must be for this device's
+base model, and it must not be older than the version the device already has
+(an old, validly signed version served again is a replay). Anything else is
+refused and the device keeps what it runs.
 
 The personal adapter is trained only on this device (train_local with the
 task and global adapters merged below it) and never uploaded.
@@ -19,10 +26,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 from tidings.device.llm.engine import Engine
 from tidings.federated.adapter import AdapterSpec, Arrays, export_gguf, load_arrays, save_arrays
 from tidings.models.registry import sha256_file
 
+OPERATOR_KEY = "operator.pub"  # in the device dir: the operator's public key, pinned at enrolment
+SIGNATURE = "version.sig"
 GLOBAL = "global"
 PERSONAL = "personal"
 TASK = "task"
@@ -40,22 +53,67 @@ class IntegrityError(RuntimeError):
     pass
 
 
-def fetch_newest(registry: Path, device_dir: Path) -> LocalVersion:
-    """Copy the newest published version into `device_dir/global/NNNN/` (once), checking its sha256."""
+def pin_operator_key(device_dir: Path, pem: bytes) -> Path:
+    """Enrolment: trust versions signed by this key from now on. A different key is never pinned over it."""
+    try:
+        key = load_pem_public_key(pem)
+    except ValueError:
+        raise IntegrityError("not a PEM public key; the operator's is STATE/keys/signing.pub") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise IntegrityError("the operator key must be an Ed25519 public key")
+    path = Path(device_dir) / OPERATOR_KEY
+    if path.is_file() and path.read_bytes() != pem:
+        raise IntegrityError(f"this device already trusts another operator key ({path}); remove it to enrol "
+                             "with a new operator")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pem)
+    return path
+
+
+def _pinned_key(device_dir: Path) -> Ed25519PublicKey:
+    path = Path(device_dir) / OPERATOR_KEY
+    if not path.is_file():
+        raise IntegrityError(f"no operator key pinned in {device_dir}: enrol first "
+                             "(`tidings federation enroll --operator-key signing.pub`)")
+    return load_pem_public_key(path.read_bytes())
+
+
+def _local_newest(device_dir: Path) -> int:
+    numbers = [json.loads((p / "version.json").read_text())["version"]
+               for p in (Path(device_dir) / GLOBAL).glob("[0-9]" * 4) if (p / "version.json").is_file()]
+    return max(numbers, default=-1)
+
+
+def fetch_newest(registry: Path, device_dir: Path, *, base_sha256: str) -> LocalVersion:
+    """Copy the newest published version into `device_dir/global/NNNN/` (once), if it is the operator's."""
     versions = sorted(p for p in (Path(registry) / "versions").glob("[0-9]" * 4) if (p / "version.json").is_file())
     if not versions:
         raise FileNotFoundError(f"no published adapter version in {registry}")
     source = versions[-1]
-    meta = json.loads((source / "version.json").read_text())
-    target = Path(device_dir) / "global" / source.name
+    manifest = (source / "version.json").read_bytes()
+    try:
+        _pinned_key(device_dir).verify((source / SIGNATURE).read_bytes(), manifest)
+    except (InvalidSignature, FileNotFoundError):
+        raise IntegrityError(f"adapter version {source.name} is not signed by the operator key this device "
+                             "enrolled with: refused") from None
+    meta = json.loads(manifest)
+    have = _local_newest(device_dir)
+    if meta["version"] < have:
+        raise IntegrityError(f"the registry offers version {meta['version']}, older than version {have} on this "
+                             "device: a replayed version, refused")
+    if meta.get("base_sha256") != base_sha256:
+        raise IntegrityError(f"adapter version {meta['version']} is for base model {meta.get('base_sha256')!s:.12}…, "
+                             f"not this device's {base_sha256:.12}…: refused")
+    target = Path(device_dir) / GLOBAL / f"{meta['version']:04d}"
     if not (target / "version.json").is_file():
-        tmp = target.with_name(f".tmp-{source.name}")
+        tmp = target.with_name(f".tmp-{target.name}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp)
-        if sha256_file(tmp / "adapter.gguf") != meta["sha256"] or \
+        if (tmp / "version.json").read_bytes() != manifest or \
+                sha256_file(tmp / "adapter.gguf") != meta["sha256"] or \
                 sha256_file(tmp / "adapter.npz") != meta["arrays_sha256"]:
             shutil.rmtree(tmp)
-            raise IntegrityError(f"adapter version {meta['version']} does not match its published sha256")
+            raise IntegrityError(f"adapter version {meta['version']} does not match its signed sha256: refused")
         os.replace(tmp, target)
     return LocalVersion(meta["version"], meta["round"], target / "adapter.gguf", target / "adapter.npz")
 

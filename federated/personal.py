@@ -27,7 +27,7 @@ def personalize(store_path: Path, registry: Path, device_dir: Path, *, steps: in
     if not examples:
         raise ValueError("no accepted or edited summaries or replies in the store yet")
     model = embedded_model()
-    local = fetch_newest(registry, device_dir)
+    local = fetch_newest(registry, device_dir, base_sha256=model.spec.sha256)
     global_spec = AdapterSpec(**{k: tuple(v) if k == "target_modules" else v
                                  for k, v in _version_spec(local.arrays.parent).items()})
     layout = AdapterLayout.from_hf_dir(PERSONAL_SPEC, hf_dir(model))

@@ -2,7 +2,8 @@
 
     STATE/versions/0003/adapter.npz    named float32 arrays (what the next round starts from)
     STATE/versions/0003/adapter.gguf   the same as a llama.cpp LoRA for devices
-    STATE/versions/0003/version.json   round, metrics, privacy history and ε, sha256 of both files
+    STATE/versions/0003/version.json   round, metrics, privacy history and ε, sha256 of both files, base model
+    STATE/versions/0003/version.sig    the operator's Ed25519 signature of version.json (server/signing.py)
 
 Versions are append-only and each is written into a temporary directory,
 fsynced, and renamed into place, so a crash leaves either the whole version
@@ -25,6 +26,9 @@ import numpy as np
 
 from tidings.federated.adapter import AdapterSpec, Arrays, export_gguf, load_arrays, save_arrays
 from tidings.models.registry import sha256_file
+from tidings.server.signing import OperatorKey
+
+SIGNATURE = "version.sig"
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,22 @@ class Version:
     epsilon: float = 0.0
     delta: float = 1e-5
     rolled_back_to: int | None = None
+    base_sha256: str = ""  # the base model GGUF the adapter is for; devices on another base refuse it
 
 
 class AdapterRegistry:
-    def __init__(self, root: Path) -> None:
+    """`base_sha256`: the base model new versions are for (a rollback keeps its target's)."""
+
+    def __init__(self, root: Path, base_sha256: str = "") -> None:
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
         self.versions_dir.mkdir(parents=True, exist_ok=True)
+        self.base_sha256 = base_sha256
+        self.key = OperatorKey.load_or_create(self.root / "keys")
+
+    @property
+    def public_key_pem(self) -> bytes:
+        return self.key.public_pem
 
     def dir(self, version: int) -> Path:
         return self.versions_dir / f"{version:04d}"
@@ -77,8 +90,11 @@ class AdapterRegistry:
         return self.dir(version) / "adapter.gguf"
 
     def publish(self, arrays: Arrays, spec: AdapterSpec, layout: str, *, round: int, metrics: dict,
-                privacy_history: list, epsilon: float, delta: float, rolled_back_to: int | None = None) -> Version:
+                privacy_history: list, epsilon: float, delta: float, rolled_back_to: int | None = None,
+                base_sha256: str | None = None) -> Version:
         newest = self.newest()
+        if base_sha256 is None:
+            base_sha256 = self.base_sha256 or (newest.base_sha256 if newest else "")
         number = newest.version + 1 if newest else 0
         tmp = self.versions_dir / f".tmp-{number:04d}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -88,9 +104,11 @@ class AdapterRegistry:
         version = Version(version=number, round=round, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           sha256=sha256_file(tmp / "adapter.gguf"), arrays_sha256=sha256_file(tmp / "adapter.npz"),
                           layout=layout, spec=asdict(spec), metrics=metrics, privacy_history=privacy_history,
-                          epsilon=epsilon, delta=delta, rolled_back_to=rolled_back_to)
-        (tmp / "version.json").write_text(json.dumps(asdict(version), indent=2))
-        for name in ("adapter.npz", "adapter.gguf", "version.json"):
+                          epsilon=epsilon, delta=delta, rolled_back_to=rolled_back_to, base_sha256=base_sha256)
+        manifest = json.dumps(asdict(version), indent=2).encode()
+        (tmp / "version.json").write_bytes(manifest)
+        (tmp / SIGNATURE).write_bytes(self.key.sign(manifest))
+        for name in ("adapter.npz", "adapter.gguf", "version.json", SIGNATURE):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, self.dir(number))
@@ -104,7 +122,7 @@ class AdapterRegistry:
                                                              tuple(target.spec["target_modules"])}),
                             target.layout, round=newest.round, metrics={"rolled_back_to": to},
                             privacy_history=newest.privacy_history, epsilon=newest.epsilon, delta=newest.delta,
-                            rolled_back_to=to)
+                            rolled_back_to=to, base_sha256=target.base_sha256)
 
     def verify(self, version: int) -> bool:
         meta = self.get(version)

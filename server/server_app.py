@@ -34,8 +34,9 @@ log = logging.getLogger("tidings")
 def run_server(grid: Grid, context: Context, settings: FederationSettings,
                on_round: Callable[[RoundRecord], None] = lambda record: None) -> None:
     spec = AdapterSpec(settings.rank, settings.alpha, tuple(settings.modules.split(",")), settings.frozen_a)
-    layout = layout_for(embedded_model(), spec)
-    registry = AdapterRegistry(settings.state_path)
+    base = embedded_model()
+    layout = layout_for(base, spec)
+    registry = AdapterRegistry(settings.state_path, base_sha256=base.spec.sha256)
     start = registry.newest()
     if start is None:
         start = registry.publish(layout.initial(settings.seed), spec, layout.fingerprint, round=0, metrics={},

@@ -22,7 +22,7 @@ pytest.importorskip("flwr", reason="federation needs the `train` extra")
 
 from tidings.device.messages import Message  # noqa: E402
 from tidings.device.store import Store  # noqa: E402
-from tidings.federated.device_sync import AdapterStack, fetch_newest  # noqa: E402
+from tidings.federated.device_sync import AdapterStack, fetch_newest, pin_operator_key  # noqa: E402
 from tidings.server.credentials import make_node_key  # noqa: E402
 from tidings.server.deploy import Deployment, down, run, up  # noqa: E402
 from tidings.server.registry import AdapterRegistry, arrays_equal  # noqa: E402
@@ -51,7 +51,7 @@ def _device_store(path: Path, canary: str) -> Path:
     return path
 
 
-def test_a_real_deployment_trains_publishes_and_never_sees_device_text(tmp_path: Path, engine):
+def test_a_real_deployment_trains_publishes_and_never_sees_device_text(tmp_path: Path, engine, embedded_model):
     canaries = [f"CANARY-{uuid.uuid4().hex}" for _ in range(3)]
     stores = [_device_store(tmp_path / "devices" / f"d{i}.db", c) for i, c in enumerate(canaries)]
     deployment = Deployment(tmp_path / "operator", port=_free_port())
@@ -84,7 +84,8 @@ def test_a_real_deployment_trains_publishes_and_never_sees_device_text(tmp_path:
 
     stack = AdapterStack(engine)
     try:
-        stack.set_global(fetch_newest(registry.root, tmp_path / "device-cache"))
+        pin_operator_key(tmp_path / "device-cache", registry.public_key_pem)
+        stack.set_global(fetch_newest(registry.root, tmp_path / "device-cache", base_sha256=embedded_model.spec.sha256))
         assert stack.active == {"global-v2": 1.0}
     finally:
         engine.set_adapters({})

@@ -3,6 +3,7 @@ a personal adapter on top, and the upload encodings' measured loss."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tidings.device.messages import Message  # noqa: E402
 from tidings.device.store import Store  # noqa: E402
 from tidings.federated import compression  # noqa: E402
 from tidings.federated.adapter import AdapterSpec  # noqa: E402
-from tidings.federated.device_sync import AdapterStack, IntegrityError, fetch_newest  # noqa: E402
+from tidings.federated.device_sync import AdapterStack, IntegrityError, fetch_newest, pin_operator_key  # noqa: E402,E501
 from tidings.federated.personal import personalize  # noqa: E402
 from tidings.federated.task import layout_for  # noqa: E402
 from tidings.models.registry import resolve_adapter  # noqa: E402
@@ -79,7 +80,8 @@ def _greedy(engine, n: int = 12) -> str:
 def test_a_device_hot_swaps_new_versions_rolls_back_and_stacks_its_personal_adapter(engine, embedded_model,
                                                                                       tmp_path: Path):
     layout = layout_for(embedded_model, SPEC)
-    registry = AdapterRegistry(tmp_path / "server")
+    base = embedded_model.spec.sha256
+    registry = AdapterRegistry(tmp_path / "server", base_sha256=base)
     v0 = layout.initial(seed=0)
     rng = np.random.default_rng(1)
     v1 = {k: (v + rng.normal(0, 0.5, v.shape).astype(np.float32)) if ".lora_B." in k else v for k, v in v0.items()}
@@ -87,11 +89,12 @@ def test_a_device_hot_swaps_new_versions_rolls_back_and_stacks_its_personal_adap
         registry.publish(arrays, SPEC, layout.fingerprint, round=round_, metrics={}, privacy_history=[],
                          epsilon=0.0, delta=1e-5)
     device = tmp_path / "device"
+    pin_operator_key(device, registry.public_key_pem)
     stack = AdapterStack(engine)
     try:
         stack.set_task(resolve_adapter("tidings-task", embedded_model))
         task_only = _greedy(engine)
-        stack.set_global(fetch_newest(registry.root, device))
+        stack.set_global(fetch_newest(registry.root, device, base_sha256=base))
         assert stack.active == {"task": 1.0, "global-v1": 1.0}
         with_v1 = _greedy(engine)
         assert with_v1 != task_only  # the new global adapter is really applied
@@ -99,7 +102,7 @@ def test_a_device_hot_swaps_new_versions_rolls_back_and_stacks_its_personal_adap
         rolled = registry.rollback(to=0)
         assert (rolled.version, rolled.rolled_back_to) == (2, 0)
         assert arrays_equal(registry.arrays(2), v0)
-        stack.set_global(fetch_newest(registry.root, device))
+        stack.set_global(fetch_newest(registry.root, device, base_sha256=base))
         assert set(engine.loaded_adapters) == {"task", "global-v2"}  # the old version was unloaded after the swap
         assert _greedy(engine) == task_only  # version 0 (B = 0) changes nothing
 
@@ -118,13 +121,126 @@ def test_a_device_hot_swaps_new_versions_rolls_back_and_stacks_its_personal_adap
             engine.unload_adapter(name)
 
 
-def test_a_tampered_version_is_refused(embedded_model, tmp_path: Path):
+def _signed_registry(embedded_model, root: Path, versions: int = 1) -> AdapterRegistry:
     layout = layout_for(embedded_model, SPEC)
-    registry = AdapterRegistry(tmp_path / "server")
-    registry.publish(layout.initial(), SPEC, layout.fingerprint, round=0, metrics={}, privacy_history=[],
-                     epsilon=0.0, delta=1e-5)
-    with open(registry.gguf(0), "r+b") as f:
+    registry = AdapterRegistry(root, base_sha256=embedded_model.spec.sha256)
+    rng = np.random.default_rng(3)
+    for round_ in range(versions):
+        arrays = {k: v + rng.normal(0, 0.1, v.shape).astype(np.float32) if ".lora_B." in k else v
+                  for k, v in layout.initial().items()}
+        registry.publish(arrays, SPEC, layout.fingerprint, round=round_, metrics={}, privacy_history=[],
+                         epsilon=0.0, delta=1e-5)
+    return registry
+
+
+def _enrolled(registry: AdapterRegistry, device: Path, base: str) -> int:
+    """A device that enrolled with this operator and runs version 0."""
+    pin_operator_key(device, registry.public_key_pem)
+    return fetch_newest(registry.root, device, base_sha256=base).version
+
+
+def _tamper_file(registry: AdapterRegistry) -> None:
+    with open(registry.gguf(registry.newest().version), "r+b") as f:
         f.seek(-8, 2)
-        f.write(b"\xff" * 8)  # the last tensor is a zero B: make it something else
-    with pytest.raises(IntegrityError):
-        fetch_newest(registry.root, tmp_path / "device")
+        f.write(b"\xff" * 8)
+
+
+def _tamper_manifest(registry: AdapterRegistry) -> None:
+    meta = registry.dir(registry.newest().version) / "version.json"
+    meta.write_text(meta.read_text().replace('"round": 1', '"round": 7'))
+
+
+def _other_operator(registry: AdapterRegistry) -> None:
+    """Whoever can write the registry publishes a version of their own, signed with their own key."""
+    from tidings.server.signing import OperatorKey
+
+    newest = registry.newest()
+    impostor = OperatorKey.load_or_create(registry.root.parent / "impostor-keys")
+    manifest = (registry.dir(newest.version) / "version.json").read_bytes()
+    (registry.dir(newest.version) / "version.sig").write_bytes(impostor.sign(manifest))
+
+
+def _replay_older(registry: AdapterRegistry) -> None:
+    """Version 0, validly signed, served again as the newest in place of version 1."""
+    import shutil
+
+    newest = registry.dir(registry.newest().version)
+    shutil.rmtree(newest)
+    shutil.copytree(registry.dir(0), newest)
+
+
+@pytest.mark.parametrize(("attack", "refusal"), [
+    (_tamper_file, "does not match its signed sha256"),
+    (_tamper_manifest, "not signed by the operator key"),
+    (_other_operator, "not signed by the operator key"),
+])
+def test_a_version_the_operator_did_not_publish_is_refused_and_the_device_keeps_its_own(
+        embedded_model, tmp_path: Path, attack, refusal):
+    base = embedded_model.spec.sha256
+    registry = _signed_registry(embedded_model, tmp_path / "server", versions=1)
+    device = tmp_path / "device"
+    assert _enrolled(registry, device, base) == 0
+    layout = layout_for(embedded_model, SPEC)
+    registry.publish(registry.arrays(0), SPEC, layout.fingerprint, round=1, metrics={}, privacy_history=[],
+                     epsilon=0.0, delta=1e-5)
+    attack(registry)
+    with pytest.raises(IntegrityError, match=refusal):
+        fetch_newest(registry.root, device, base_sha256=base)
+    assert sorted(p.name for p in (device / "global").iterdir()) == ["0000"]  # only what it had, nothing half-copied
+
+
+def test_a_replayed_older_version_is_refused(embedded_model, tmp_path: Path):
+    base = embedded_model.spec.sha256
+    registry = _signed_registry(embedded_model, tmp_path / "server", versions=2)
+    device = tmp_path / "device"
+    assert _enrolled(registry, device, base) == 1
+    layout = layout_for(embedded_model, SPEC)
+    registry.publish(registry.arrays(1), SPEC, layout.fingerprint, round=2, metrics={}, privacy_history=[],
+                     epsilon=0.0, delta=1e-5)
+    _replay_older(registry)  # version 2's folder now holds version 0, with version 0's true signature
+    with pytest.raises(IntegrityError, match="older than version 1 on this device: a replayed version"):
+        fetch_newest(registry.root, device, base_sha256=base)
+    assert sorted(p.name for p in (device / "global").iterdir()) == ["0001"]
+
+
+def test_a_version_for_another_base_model_or_without_enrolment_is_refused(embedded_model, tmp_path: Path):
+    registry = _signed_registry(embedded_model, tmp_path / "server")
+    with pytest.raises(IntegrityError, match="no operator key pinned"):
+        fetch_newest(registry.root, tmp_path / "device", base_sha256=embedded_model.spec.sha256)
+    pin_operator_key(tmp_path / "device", registry.public_key_pem)
+    with pytest.raises(IntegrityError, match="is for base model"):
+        fetch_newest(registry.root, tmp_path / "device", base_sha256="0" * 64)
+    with pytest.raises(IntegrityError, match="already trusts another operator key"):
+        from tidings.server.signing import OperatorKey
+
+        pin_operator_key(tmp_path / "device", OperatorKey.load_or_create(tmp_path / "other").public_pem)
+
+
+def test_the_operator_key_is_private_and_enrolment_goes_through_the_cli(embedded_model, tmp_path: Path):
+    import subprocess
+    import sys
+
+    registry = _signed_registry(embedded_model, tmp_path / "server")
+    keys = registry.root / "keys"
+    assert (keys / "signing.pem").stat().st_mode & 0o777 == 0o600 and keys.stat().st_mode & 0o777 == 0o700
+    printed = subprocess.run([sys.executable, "-m", "tidings.device.cli", "federation", "signing-key",
+                              "--state-dir", str(registry.root)], capture_output=True, timeout=120)
+    assert printed.returncode == 0 and printed.stdout == (keys / "signing.pub").read_bytes()
+    store = tmp_path / "device" / "tidings.db"
+    enrolled = subprocess.run([sys.executable, "-m", "tidings.device.cli", "--store", str(store), "federation",
+                               "enroll", "--operator-key", str(keys / "signing.pub")], capture_output=True,
+                              text=True, timeout=120)
+    assert enrolled.returncode == 0, enrolled.stderr
+    fetched = subprocess.run([sys.executable, "-m", "tidings.device.cli", "--store", str(store), "federation",
+                              "fetch", "--registry", str(registry.root)], capture_output=True, text=True,
+                             timeout=300)
+    assert fetched.returncode == 0 and json.loads(fetched.stdout)["version"] == 0, fetched.stderr
+    _tamper_file(registry)
+    shutil_target = tmp_path / "device" / "federation-device" / "global" / "0000"
+    import shutil
+
+    shutil.rmtree(shutil_target)  # the device would fetch it again: now tampered
+    refused = subprocess.run([sys.executable, "-m", "tidings.device.cli", "--store", str(store), "federation",
+                              "fetch", "--registry", str(registry.root)], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 1 and "does not match its signed sha256" in refused.stderr
