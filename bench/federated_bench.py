@@ -372,7 +372,7 @@ def run_central(options: BenchOptions, plan: list[list[int]], work: Path, start_
     result = train_local(model, spec, start, examples, training, work / "central" / "train")
     if result.arrays is None:
         raise RuntimeError("central training stopped early")
-    registry = AdapterRegistry(work / "central" / "state")
+    registry = AdapterRegistry(work / "central" / "state", base_sha256=model.spec.sha256)
     registry.publish(result.arrays, spec, layout.fingerprint, round=0,
                      metrics={"steps": result.steps, "train_loss": result.loss}, privacy_history=[],
                      epsilon=-1.0, delta=options.delta)
@@ -424,8 +424,9 @@ def evaluate(registries: dict[str, str | None], limit: int, threads: int, work: 
     from tidings.device.llm.engine import Engine
     from tidings.device.summary.grounding import check_grounding
     from tidings.device.summary.summarizer import Summarizer
-    from tidings.federated.device_sync import AdapterStack, fetch_newest
+    from tidings.federated.device_sync import AdapterStack, fetch_newest, pin_operator_key
     from tidings.federated.task import TASK_ADAPTER
+    from tidings.server.registry import AdapterRegistry
     from tidings.models.registry import DEFAULT_MODEL, resolve_adapter, resolve_model
     from tidings.models.training.data import DATA_DIR, load_samsum
 
@@ -443,7 +444,10 @@ def evaluate(registries: dict[str, str | None], limit: int, threads: int, work: 
             stack = AdapterStack(engine)  # task and global at scale 1.0, the device's defaults
             stack.set_task(task)
             if registries[name] is not None:
-                stack.set_global(fetch_newest(Path(registries[name]), work / "device" / name))
+                device = work / "device" / name
+                shutil.rmtree(device, ignore_errors=True)  # a new device each run: a rerun's registries have new keys
+                pin_operator_key(device, AdapterRegistry(Path(registries[name])).public_key_pem)  # enrolment
+                stack.set_global(fetch_newest(Path(registries[name]), device, base_sha256=model.spec.sha256))
             bar.set_postfix(config=name)
             for dialogue, row in zip(dialogues, rows):
                 started = time.perf_counter()
