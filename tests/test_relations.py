@@ -137,3 +137,34 @@ def test_a_value_replaced_in_other_words_is_stale(first, later, stale):
                                              "sent_at": f"2026-11-24T09:0{i}:00+00:00"})
                                  for i, text in enumerate([first, later])]))
     assert stale_values(messages) == {0: {stale}}
+
+
+def _thread(*messages: tuple[str, str]):
+    return list(parse_lines([json.dumps({"id": str(i), "thread": "t", "sender": sender, "text": text,
+                                         "sent_at": f"2026-11-26T10:0{i}:00+00:00"})
+                             for i, (sender, text) in enumerate(messages)]))
+
+
+BAKE_SALE = (("Ms. Okonkwo", "Bake sale is Friday 4 Dec, 14:00-16:00 in the school hall. Who can bake?"),
+             ("Dana", "I'll bake brownies"),
+             ("Ms. Okonkwo", "Small change: the hall is taken for a rehearsal, so we're in the foyer instead."))
+
+
+def test_a_place_a_later_message_gives_up_is_no_longer_where_it_happens():
+    messages = _thread(*BAKE_SALE)
+    assert stale_values(messages) == {0: {"school hall"}}
+    wrong = check_relations("The bake sale is on Friday 4 Dec in the school hall.", messages, ALEX)
+    assert [(p.check, p.claim) for p in wrong] == [("superseded", "school hall")]
+    assert "the foyer" in wrong[0].detail
+    for right in ("The bake sale is on Friday 4 Dec in the foyer, not in the school hall.",
+                  "The bake sale moved to the foyer because the hall is taken."):
+        assert check_relations(right, messages, ALEX) == []
+
+
+@pytest.mark.parametrize("later", [
+    "See you at the Anchor then, I'll be there at the start",  # the same place again
+    "I'll wait in the car, the lobby is fine for you",  # another place, but no move
+])
+def test_a_place_named_again_or_beside_another_is_not_a_move(later):
+    messages = _thread(("Jo", "meet in the lobby at the Anchor at 9"), ("Sam", later))
+    assert stale_values(messages) == {}

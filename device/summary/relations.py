@@ -422,14 +422,72 @@ def _values_by_message(messages: Sequence[Message]) -> list[list[Value]]:
     return [values(m.text, m.sent_at) for m in messages]
 
 
+# "in the school hall", "at the Anchor", "to the foyer": where something happens. Phrases of time that
+# look the same ("in the morning", "at the end") are not places.
+_PLACE = re.compile(r"\b(?:in|at|to|into) the ((?:[^\W\d_][\w'’-]*)(?: [^\W\d_][\w'’-]*){0,2})", re.IGNORECASE)
+_NOT_PLACES = frozenset("""morning afternoon evening night weekend end moment meantime time start beginning
+    latest earliest least most same way last first next day week month year past future front back""".split())
+# Where a place's name stops: "in the foyer instead", "in the hall for a rehearsal".
+_AFTER_PLACE = frozenset("""instead for so because with and or but on at in by from is are was were will
+    then now too as if when until till this that today tonight tomorrow again""".split())
+
+
+@dataclass(frozen=True)
+class _MovedPlace:
+    message: int  # where the old place was named
+    phrase: str  # "school hall"
+    head: str  # "hall": how the thread and a draft refer to it
+    why: str
+
+
+def _places(text: str) -> list[tuple[str, str, int]]:
+    """(phrase, head noun, offset) of each place named in `text`."""
+    found = []
+    for match in _PLACE.finditer(text):
+        words = []
+        for word in match.group(1).split():
+            if word.casefold() in _AFTER_PLACE:
+                break
+            words.append(word)
+        if words and words[-1].casefold() not in _NOT_PLACES:
+            found.append((" ".join(words), words[-1].casefold(), match.start()))
+    return found
+
+
+def moved_places(messages: Sequence[Message]) -> list[_MovedPlace]:
+    """Places a later message gives up for another: "in the school hall", then "the hall is taken, so
+    we're in the foyer instead". Only when the later sentence names the old place and a new one, with a
+    change cue or the old one unavailable: a place merely mentioned again is not a move."""
+    moved: list[_MovedPlace] = []
+    for i, message in enumerate(messages):
+        for phrase, head, _ in _places(message.text):
+            for later in messages[i + 1:]:
+                for sentence in _SENTENCE.findall(later.text):
+                    new = [p for p, h, _ in _places(sentence) if h != head]
+                    named = re.search(rf"\b{re.escape(head)}\b", sentence, re.IGNORECASE)
+                    if not new or not named:
+                        continue
+                    unavailable = _OLD_AFTER.search(sentence[named.end():]) or _OLD_BEFORE.search(
+                        sentence[:named.start()])
+                    if unavailable or _CHANGE_CUE.search(sentence):
+                        moved.append(_MovedPlace(i, phrase, head, f"{later.sender} later says {'the ' + new[-1]!r}"))
+                        break
+                else:
+                    continue
+                break
+    return moved
+
+
 def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
-    """Per message position, the times, days and amounts in it that the thread later replaced."""
+    """Per message position, the times, days, amounts and places in it that the thread later replaced."""
     found = _values_by_message(messages)
     stale: dict[int, set[str]] = {}
     for i, message_values in enumerate(found):
         for value in message_values:
             if value.kind in _CHECKED_KINDS and _superseded(value, messages, found) is not None:
                 stale.setdefault(i, set()).add(value.text)
+    for place in moved_places(messages):
+        stale.setdefault(place.message, set()).add(place.phrase)
     return stale
 
 
@@ -449,4 +507,9 @@ def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = We
         if value.kind in _CHECKED_KINDS and not _is_marked_old(draft, value):
             if (why := _superseded(value, thread.messages, found)) is not None:
                 problems.append(Problem("superseded", value.text, why))
+    for place in moved_places(thread.messages):
+        for _, head, start in _places(draft):
+            if head == place.head and not _OLD_BEFORE.search(draft[:start]) \
+                    and not _OLD_AFTER.search(draft[start:].split(head, 1)[-1]):
+                problems.append(Problem("superseded", place.phrase, place.why))
     return problems
