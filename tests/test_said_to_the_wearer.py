@@ -98,4 +98,6 @@ def test_an_untrusted_message_is_never_read_out_and_never_obeyed():
     scam = summarizer.summarize("t", thread(BANK))
     assert scam.spam and scam.urgency == "low" and not scam.needs_reply and scam.suggestions == ()
     assert "restricted" not in scam.summary
-    assert scam.summary.startswith("A message from +44 7700 900461 claiming to be Northfield Bank looks like a scam")
+    # What it is about is said as a bare noun, so the wearer knows which message it is, never its claim.
+    assert scam.summary.startswith("A message from +44 7700 900461 claiming to be Northfield Bank, about a card, "
+                                   "looks like a scam")

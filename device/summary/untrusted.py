@@ -52,6 +52,7 @@ class Suspicion:
     signals: tuple[str, ...]
     wants: tuple[str, ...]  # what it asks for, in plain words: "a verification code", "a click on its link"
     claims_to_be: str = ""  # the name it opens with ("Northfield Bank: ..."), never vouched for
+    about: str = ""  # what it is about, as a bare noun ("a parcel"): the wearer knows which message it is
 
     def describe(self) -> str:
         if self.kind == "injection":
@@ -59,12 +60,26 @@ class Suspicion:
         else:
             what = "looks like a scam or phishing"
         posing = f" claiming to be {self.claims_to_be}" if self.claims_to_be else ""
+        posing += f", about {self.about}," if self.about else ""
         asks = f" It asks for {' and '.join(self.wants)}; don't give it." if self.wants else ""
         return f"A message from {self.sender}{posing} {what}.{asks}"
 
 
 # "Northfield Bank: ...", "DHL Express: ...": the name a message opens with, as scams impersonate one.
 _OPENING_NAME = re.compile(r"^\s*((?:[A-Z][\w&.'-]*\s?){1,4}):\s")
+
+
+# What a scam is about, said without its claims: "a parcel", never "your parcel is held at customs".
+_TOPIC = re.compile(r"\b(parcel|package|delivery|account|bank card|card|refund|invoice|prize|voucher|subscription"
+                    r"|order|tax return)s?\b", re.IGNORECASE)
+
+
+def _about(text: str) -> str:
+    found = _TOPIC.search(text)
+    if not found:
+        return ""
+    noun = found.group(1).lower()
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _wants(text: str) -> tuple[str, ...]:
@@ -107,7 +122,7 @@ def suspicion(message: Message) -> Suspicion | None:
     if len(signals) >= 2 and (unknown or len(signals) >= 3):
         posing = _OPENING_NAME.match(text)
         return Suspicion(message.id, message.sender, "scam", tuple(signals), _wants(text),
-                         posing.group(1).strip() if posing else "")
+                         posing.group(1).strip() if posing else "", _about(text))
     return None
 
 
@@ -132,5 +147,6 @@ def warning(flagged: Sequence[Suspicion]) -> str:
         first = by_sender.setdefault(s.sender, s)
         by_sender[s.sender] = Suspicion(first.message_id, s.sender, first.kind,
                                         tuple(dict.fromkeys(first.signals + s.signals)),
-                                        tuple(dict.fromkeys(first.wants + s.wants)), first.claims_to_be)
+                                        tuple(dict.fromkeys(first.wants + s.wants)), first.claims_to_be,
+                                        first.about)
     return " ".join(s.describe() for s in by_sender.values())
