@@ -168,3 +168,12 @@ def test_a_place_a_later_message_gives_up_is_no_longer_where_it_happens():
 def test_a_place_named_again_or_beside_another_is_not_a_move(later):
     messages = _thread(("Jo", "meet in the lobby at the Anchor at 9"), ("Sam", later))
     assert stale_values(messages) == {}
+
+
+def test_a_time_is_superseded_when_what_it_is_for_is_said_in_the_sentence_before_it():
+    # Qwen2.5-Coder 0.5B's draft on own-dev's ballet thread: "17:30" stands alone after its question.
+    messages = _thread(("Hanna", "can someone get Maya from ballet tomorrow? 17:30 at Studio Arabesque."),
+                       ("Hanna", "ballet just emailed, tomorrow's class ends at 18:15 because of the show rehearsal"))
+    wrong = check_relations("You will get Maya from ballet tomorrow at 17:30 at Studio Arabesque.", messages, ALEX)
+    assert ("superseded", "at 17:30") in [(p.check, p.claim) for p in wrong]
+    assert check_relations("Maya's ballet class tomorrow ends at 18:15.", messages, ALEX) == []

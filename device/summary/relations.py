@@ -393,7 +393,9 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     last, last_value = mentions[-1]
     if _is_marked_old(messages[last].text, last_value):
         return f"'{last_value.text}' is called off in {messages[last].sender}'s message"
-    topic = _topic_words(_sentence_at(messages[last].text, last_value.start))
+    # What the value is for may be said just before it: "can someone get Maya from ballet tomorrow? 17:30".
+    topic = _topic_words(_sentence_at(messages[last].text, last_value.start)
+                         + " " + _sentence_before(messages[last].text, last_value.start))
     for later, later_values in zip(messages[last + 1:], found[last + 1:]):
         for other in later_values:
             sentence = _sentence_at(later.text, other.start)
@@ -410,6 +412,11 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
 
 def _sentence_at(text: str, offset: int) -> str:
     return next((m.group(0) for m in _SENTENCE.finditer(text) if m.end() > offset), "")
+
+
+def _sentence_before(text: str, offset: int) -> str:
+    before = [m.group(0) for m in _SENTENCE.finditer(text) if m.end() <= offset]
+    return before[-1] if before else ""
 
 
 def _topic_words(sentence: str) -> set[str]:
