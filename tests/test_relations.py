@@ -177,3 +177,19 @@ def test_a_time_is_superseded_when_what_it_is_for_is_said_in_the_sentence_before
     wrong = check_relations("You will get Maya from ballet tomorrow at 17:30 at Studio Arabesque.", messages, ALEX)
     assert ("superseded", "at 17:30") in [(p.check, p.claim) for p in wrong]
     assert check_relations("Maya's ballet class tomorrow ends at 18:15.", messages, ALEX) == []
+
+
+FIVE_A_SIDE = (("Ravi", "Omar said he'd keep goal if someone gives him a lift from Gleisdreieck"),
+               ("Ravi", "Alex, you drive past there right? could you pick Omar up at 20:00?"))
+
+
+def test_an_ask_turned_into_the_wearers_own_wish_is_turned_down():
+    # Qwen2.5-Coder 0.5B, zero-shot, on own-dev: "You want to drive past Gleisdreieck and pick Omar up at 20:00."
+    messages = _thread(*FIVE_A_SIDE)
+    wrong = check_relations("You want to drive past Gleisdreieck and pick Omar up at 20:00.", messages, ALEX)
+    assert [(p.check, p.claim) for p in wrong] == [("subject", "you want")]
+    for right in ("Ravi wants you to pick Omar up at Gleisdreieck at 20:00.",
+                  "Ravi asks if you want to pick Omar up at 20:00."):
+        assert check_relations(right, messages, ALEX) == []
+    said_so = _thread(*FIVE_A_SIDE, ("Alex", "sure, I want to see Omar anyway"))
+    assert check_relations("You want to pick Omar up at 20:00.", said_so, ALEX) == []

@@ -504,6 +504,36 @@ def _parsed_thread(key: tuple, wearer: Wearer) -> _Thread:
     return _Thread([Message(id_, "", sender, text, sent_at) for id_, sender, text, sent_at in key], wearer)
 
 
+# Wanting, hoping, planning: what only the wearer can say of themselves. A draft that says "you want to pick
+# Omar up" when Ravi asked it of them turns his ask into the wearer's wish.
+_WISHES = frozenset({"want", "wish", "hope", "plan", "intend", "prefer", "decide", "like"})
+_WISH_WORDS = re.compile(r"\b(?:want|wanna|wish|hope|plan|intend|prefer|decided?|'d like|would like|keen)\w*\b",
+                         re.IGNORECASE)
+_REPORTING = frozenset({"ask", "wonder", "check", "know", "say", "tell", "see", "confirm", "if"})
+
+
+def _wishes_put_on_the_wearer(doc, messages: Sequence[Message], wearer: Wearer) -> list[Problem]:
+    if not wearer:
+        return []
+    if any(wearer.is_sender(m.sender) and _WISH_WORDS.search(m.text) for m in messages):
+        return []
+    problems = []
+    for token in doc:
+        if token.lemma_.lower() not in _WISHES or token.pos_ not in ("VERB", "AUX"):
+            continue
+        if token.lemma_.lower() == "like" and not any(c.lower_ in ("would", "'d") for c in token.children):
+            continue
+        if not any(c.dep_ in ("nsubj", "nsubjpass") and c.lower_ == "you" for c in token.children):
+            continue
+        # Reported ("Mom asks if you want to come") or conditional ("if you want"): not a claim of the wearer's wish.
+        if any(a.lemma_.lower() in _REPORTING for a in token.ancestors) or \
+                any(c.dep_ == "mark" and c.lower_ in ("if", "whether") for c in token.children):
+            continue
+        problems.append(Problem("subject", f"you {token.text}",
+                                "none of your messages says you want this (asked of you, it is still their ask)"))
+    return problems
+
+
 def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer()) -> list[Problem]:
     """What `draft` gets wrong about who does what in `messages`, or what is no longer true."""
     thread = _parsed_thread(tuple((m.id, m.sender, m.text, m.sent_at) for m in messages), wearer)
@@ -514,6 +544,7 @@ def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = We
         if value.kind in _CHECKED_KINDS and not _is_marked_old(draft, value):
             if (why := _superseded(value, thread.messages, found)) is not None:
                 problems.append(Problem("superseded", value.text, why))
+    problems += _wishes_put_on_the_wearer(doc, thread.messages, wearer)
     for place in moved_places(thread.messages):
         for _, head, start in _places(draft):
             if head == place.head and not _OLD_BEFORE.search(draft[:start]) \
