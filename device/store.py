@@ -275,13 +275,19 @@ class Store:
     def connector_threads(self, connector: str) -> set[str]:
         return {t for (t,) in self.db.execute("SELECT thread FROM threads WHERE connector = ?", (connector,))}
 
-    def last_read_message(self, thread: str) -> Message | None:
-        """The newest message of the thread that the wearer has heard (for a read receipt)."""
-        row = self.db.execute(
-            "SELECT id, thread, sender, text, sent_at, extra FROM messages"
-            " WHERE thread = ? AND read_at IS NOT NULL ORDER BY sent_utc DESC, seq DESC LIMIT 1",
-            (thread,)).fetchone()
-        return _message(row) if row else None
+    def newest_read(self, connector: str) -> dict[str, str]:
+        """Per thread of the connector, the id of the newest message the wearer has heard (for read receipts)."""
+        rows = self.db.execute(
+            "SELECT thread, id FROM (SELECT thread, id, row_number() OVER (PARTITION BY thread"
+            " ORDER BY sent_utc DESC, seq DESC) AS newest FROM messages WHERE read_at IS NOT NULL"
+            " AND thread IN (SELECT thread FROM threads WHERE connector = ?)) WHERE newest = 1", (connector,))
+        return dict(rows.fetchall())
+
+    def connector_states(self, prefix: str) -> dict[str, str]:
+        """Every connector state whose key starts with `prefix`, by the rest of the key."""
+        rows = self.db.execute("SELECT key, value FROM connector_state WHERE substr(key, 1, ?) = ?",
+                               (len(prefix), prefix))
+        return {key[len(prefix):]: value for key, value in rows}
 
     def message_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM messages").fetchone()[0]
@@ -391,9 +397,12 @@ class Store:
             raise KeyError(f"no outbox entry {entry_id}")
         return OutboxEntry(*row)
 
-    def pending_deliveries(self, threads: set[str]) -> list[OutboxEntry]:
-        """Queued replies to these threads that are neither delivered nor given up, oldest first."""
-        return [entry for entry in self.outbox() if entry.pending and entry.thread in threads]
+    def pending_deliveries(self, connector: str) -> list[OutboxEntry]:
+        """Queued replies to the connector's threads, neither delivered nor given up, oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+            " AND thread IN (SELECT thread FROM threads WHERE connector = ?) ORDER BY id", (connector,))
+        return [OutboxEntry(*row) for row in rows]
 
     def mark_delivered(self, entry_id: int, remote_id: str) -> None:
         with self.transaction() as db:

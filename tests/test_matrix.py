@@ -391,11 +391,11 @@ def test_killed_during_delivery_20_times_each_reply_reaches_the_room_exactly_onc
             if i % 2:  # at a random moment
                 time.sleep(rng.uniform(1.0, 3.5))
             else:  # between two sends: as soon as the first of the batch is marked delivered
-                wait_for(lambda: len(store.pending_deliveries({family})) < len(batch) + (left[-1] if left else 0),
+                wait_for(lambda: len(store.pending_deliveries("matrix")) < len(batch) + (left[-1] if left else 0),
                          timeout=60, what="a first delivery")
             process.send_signal(signal.SIGKILL)
             process.wait()
-            left.append(len(store.pending_deliveries({family})))
+            left.append(len(store.pending_deliveries("matrix")))
     print("undelivered after each kill:", left)
     assert any(n > 0 for n in left[::2])  # killed mid-batch
     final = cli(config, "connect", "matrix", "--once")
@@ -454,7 +454,7 @@ def test_listen_with_matrix_announces_a_message_from_mom_and_delivers_the_dictat
     replies = [body for sender, body in people.seen_by(people.mom, family) if sender == people.alex.user_id]
     assert len(replies) == 1 and any(said in replies[0].lower() for said in ("there at six", "there at 6"))
     with Store(people.store_path) as store:
-        assert store.unread_threads() == [] and not store.pending_deliveries({family})
+        assert store.unread_threads() == [] and not store.pending_deliveries("matrix")
 
 
 # -- end-to-end encrypted rooms -------------------------------------------------------------------

@@ -106,7 +106,7 @@ def cmd_connect_matrix(args: argparse.Namespace, config: Config) -> int:
     if args.once:
         report = asyncio.run(link.run_once())
         with Store(config.store.path) as store:
-            pending = store.pending_deliveries(store.connector_threads("matrix"))
+            pending = store.pending_deliveries("matrix")
         print(json.dumps({"added": report.added, "duplicates": report.duplicates, "removed": report.removed,
                           "history": report.history, "undelivered": len(pending)}))
         return 0

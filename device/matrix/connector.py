@@ -71,7 +71,7 @@ class MatrixConnector:
 
     async def deliver_due(self, client, store: Store) -> list[Delivery]:
         results = []
-        for entry in store.pending_deliveries(store.connector_threads(CONNECTOR)):
+        for entry in store.pending_deliveries(CONNECTOR):
             if not self.backoff.due(entry):
                 continue
             result = await deliver(client, store, entry, rooms_known=self.synced)
@@ -84,15 +84,15 @@ class MatrixConnector:
 
     async def send_receipts(self, client, store: Store) -> int:
         sent = 0
-        for room_id in sorted(store.connector_threads(CONNECTOR)):
-            heard = store.last_read_message(room_id)
-            if heard is None or store.connector_state(RECEIPT + room_id) == heard.id:
+        acknowledged = store.connector_states(RECEIPT)
+        for room_id, heard in sorted(store.newest_read(CONNECTOR).items()):
+            if acknowledged.get(room_id) == heard:
                 continue
-            reply = await client.room_read_markers(room_id, fully_read_event=heard.id, read_event=heard.id)
+            reply = await client.room_read_markers(room_id, fully_read_event=heard, read_event=heard)
             if isinstance(reply, RoomReadMarkersError):
                 log.warning("read receipt for %s not sent: %s", store.thread_title(room_id), reply.message)
                 continue
-            store.set_connector_state(RECEIPT + room_id, heard.id)
+            store.set_connector_state(RECEIPT + room_id, heard)
             sent += 1
         return sent
 
