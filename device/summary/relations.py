@@ -447,8 +447,8 @@ class _MovedPlace:
     why: str
 
 
-def _places(text: str) -> list[tuple[str, str, int]]:
-    """(phrase, head noun, offset) of each place named in `text`."""
+def _places(text: str) -> list[tuple[str, str, int, int]]:
+    """(phrase, head noun, start, end) of each place named in `text`: "in the school hall" -> "school hall"."""
     found = []
     for match in _PLACE.finditer(text):
         words = []
@@ -457,7 +457,8 @@ def _places(text: str) -> list[tuple[str, str, int]]:
                 break
             words.append(word)
         if words and words[-1].casefold() not in _NOT_PLACES:
-            found.append((" ".join(words), words[-1].casefold(), match.start()))
+            phrase = " ".join(words)
+            found.append((phrase, words[-1].casefold(), match.start(), match.start(1) + len(phrase)))
     return found
 
 
@@ -467,10 +468,10 @@ def moved_places(messages: Sequence[Message]) -> list[_MovedPlace]:
     change cue or the old one unavailable: a place merely mentioned again is not a move."""
     moved: list[_MovedPlace] = []
     for i, message in enumerate(messages):
-        for phrase, head, _ in _places(message.text):
+        for phrase, head, _, _ in _places(message.text):
             for later in messages[i + 1:]:
                 for sentence in _SENTENCE.findall(later.text):
-                    new = [p for p, h, _ in _places(sentence) if h != head]
+                    new = [p for p, h, _, _ in _places(sentence) if h != head]
                     named = re.search(rf"\b{re.escape(head)}\b", sentence, re.IGNORECASE)
                     if not new or not named:
                         continue
@@ -546,8 +547,7 @@ def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = We
                 problems.append(Problem("superseded", value.text, why))
     problems += _wishes_put_on_the_wearer(doc, thread.messages, wearer)
     for place in moved_places(thread.messages):
-        for _, head, start in _places(draft):
-            if head == place.head and not _OLD_BEFORE.search(draft[:start]) \
-                    and not _OLD_AFTER.search(draft[start:].split(head, 1)[-1]):
+        for _, head, start, end in _places(draft):
+            if head == place.head and not _OLD_BEFORE.search(draft[:start]) and not _OLD_AFTER.search(draft[end:]):
                 problems.append(Problem("superseded", place.phrase, place.why))
     return problems
