@@ -23,7 +23,7 @@ from pathlib import Path
 from nio import RoomReadMarkersError
 from tidings.device.matrix.client import CONNECTION_ERRORS, open_client
 from tidings.device.matrix.credentials import Credentials
-from tidings.device.matrix.delivery import Backoff, Delivery, deliver
+from tidings.device.matrix.delivery import Backoff, Delivery, backoff_seconds, deliver
 from tidings.device.matrix.errors import MatrixError
 from tidings.device.matrix.sync import CONNECTOR, SyncFailed, SyncReport, sync_once
 from tidings.device.store import Store
@@ -168,7 +168,7 @@ class MatrixConnector:
                                       "`tidings connect matrix --login`") from None
                 self.first_sync_done.set()
                 failures += 1
-                wait = min(self.settings.retry_max_seconds, self.settings.retry_min_seconds * 2 ** (failures - 1))
+                wait = backoff_seconds(self.settings.retry_min_seconds, self.settings.retry_max_seconds, failures)
                 if failures == 1:
                     log.warning("cannot sync with %s (%s); retrying, every %.0f s at most",
                                 self.credentials.homeserver, exc, self.settings.retry_max_seconds)

@@ -80,6 +80,11 @@ def _failed(store: Store, entry: OutboxEntry, error: str, *, permanent: bool) ->
     return Delivery(after, False, error, permanent)
 
 
+def backoff_seconds(first: float, most: float, failures: int) -> float:
+    """How long to wait after the `failures`-th failure in a row: `first`, doubling up to `most`."""
+    return min(most, first * 2 ** max(0, failures - 1))
+
+
 class Backoff:
     """When each undelivered reply may be tried again: `first` seconds after a failure, doubling to `most`."""
 
@@ -91,7 +96,7 @@ class Backoff:
         return self._next.get(entry.id, 0.0) <= (time.monotonic() if now is None else now)
 
     def failed(self, entry: OutboxEntry, now: float | None = None) -> float:
-        wait = min(self.most, self.first * 2 ** max(0, entry.attempts - 1))
+        wait = backoff_seconds(self.first, self.most, entry.attempts)
         self._next[entry.id] = (time.monotonic() if now is None else now) + wait
         return wait
 
