@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from tidings.device.config import Config
+from tidings.device.fleet import follow_fleet
 from tidings.device.llm.engine import Engine
 from tidings.device.store import Store
 from tidings.device.summary.summarizer import Summarizer, ThreadSummary
@@ -82,12 +83,17 @@ def announce_unread(store: Store, summarizer: Summarizer, announce: Callable[[Th
 
 def open_voice_loop(config: Config, store: Store, summarizer: Summarizer, source: AudioSource, sink: AudioSink,
                     on_mark: Callable[[Mark], None] | None = None) -> VoiceLoop:
-    """The voice loop on this device's speech engines, sharing the summarizer's LLM for replies."""
+    """The voice loop on this device's speech engines, sharing the summarizer's LLM for replies.
+
+    A device in the fleet swaps each newly fetched adapter version in while the loop is idle.
+    """
     voice = config.voice
+    fleet = follow_fleet(config, summarizer.engine, TASK_ADAPTER)
     return VoiceLoop(
         store=store, summarizer=summarizer, composer=ReplyComposer(summarizer.engine),
         tts=open_tts(voice), stt=WhisperStt(threads=voice.stt_threads),
         endpointer=Endpointer(SileroVad(), threshold=voice.vad_threshold, hangover_ms=voice.vad_hangover_ms),
         source=source, sink=sink, wearer=Wearer.from_config(config.wearer), on_mark=on_mark,
         keep_examples=config.federation.keep_examples, prime_dictation=voice.prime_dictation,
+        between_turns=fleet.refresh if fleet else lambda: None,
     )

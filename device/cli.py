@@ -12,8 +12,9 @@ from pathlib import Path
 
 from tidings.bench.suite import add_arguments as add_bench_arguments
 from tidings.bench.suite import run_from_args
-from tidings.device.agent import announce_unread, open_summarizer, open_voice_loop
+from tidings.device.agent import TASK_ADAPTER, announce_unread, open_summarizer, open_voice_loop
 from tidings.device.config import Config, ConfigError, load_config, with_overrides
+from tidings.device.fleet import follow_fleet
 from tidings.device.llm.engine import AdapterError
 from tidings.device.matrix.cli import add_connect_parser, start_beside_voice
 from tidings.device.matrix.errors import MatrixError
@@ -77,6 +78,8 @@ def _announcer(as_json: bool, announced: list[ThreadSummary], store: Store):
 
 def _summarize(args: argparse.Namespace, config: Config) -> list[ThreadSummary]:
     summarizer = open_summarizer(config, use_adapter=not args.no_adapter)
+    if not args.no_adapter:
+        follow_fleet(config, summarizer.engine, TASK_ADAPTER)
     announced: list[ThreadSummary] = []
     with Store(config.store.path) as store:
         if args.file is not None:

@@ -164,16 +164,22 @@ class MatrixConfig:
 
 @dataclass(frozen=True)
 class FederationConfig:
-    # Where the operator's server keeps the global adapter's versions, round
-    # log, deployment certificates and logs; devices fetch from `registry`
-    # (the same folder, or a copy of its versions/).
+    # Operator: where the server keeps the global adapter's versions, round
+    # log, certificates and logs, and the address it serves on.
     state_dir: Path = field(default_factory=lambda: _data_home() / "federation")
-    registry: Path = field(default_factory=lambda: _data_home() / "federation")
+    host: str = "127.0.0.1"
+    port: int = 39400  # the SuperLink (rounds)
+    registry_port: int = 39450  # the HTTPS registry (versions devices download)
+    # Device: the operator's SuperLink (HOST:PORT) and registry (https://HOST:PORT,
+    # or a directory; empty: state_dir on this machine), and where this device's
+    # SuperNode listens for its own ClientApp processes.
+    superlink: str = ""
+    registry: str = ""
+    device_host: str = "127.0.0.1"
+    device_port: int = 39500
+    poll_seconds: float = 300.0  # how often `join` asks the registry for a new version
     rounds: int = 2
     clients_per_round: int = 3
-    supernodes: int = 3
-    # SuperLink port; SuperNodes use the ports after it.
-    port: int = 39400
     local_steps: int = 2
     learning_rate: float = 0.002
     secagg: bool = True

@@ -5,7 +5,6 @@ Flower and torch are imported only inside the commands: the rest of the CLI stay
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -14,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tidings.device.config import Config, FederationConfig
+from tidings.device.fleet import device_dir
 
 log = logging.getLogger("tidings")
 
@@ -68,28 +68,45 @@ def cmd_simulate(args, config: Config) -> int:
     return 0
 
 
-def _deployment(args, config: Config):
-    from tidings.server.deploy import Deployment
+def _operator(args, config: Config):
+    from tidings.server.operator import Operator
 
-    return Deployment(_state_dir(args, config), port=args.port or config.federation.port)
+    fed = config.federation
+    return Operator(_state_dir(args, config), host=getattr(args, "host", None) or fed.host,
+                    port=args.port or fed.port, registry_port=getattr(args, "registry_port", None) or fed.registry_port)
 
 
-def cmd_up(args, config: Config) -> int:
-    from tidings.server.deploy import up
+def cmd_serve(args, config: Config) -> int:
+    import signal
+    import threading
 
-    count = args.supernodes or config.federation.supernodes
-    state = up(_deployment(args, config), count, args.store or None)
-    print(f"tidings: SuperLink on 127.0.0.1:{state.port} (TLS, SuperNode auth), {len(state.supernodes)} SuperNodes "
-          f"started", file=sys.stderr)
+    operator = _operator(args, config)
+    stop_event = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_event.set())
+
+    def ready(serving) -> None:
+        tls = operator.root / "tls" / "ca.crt"
+        print(f"tidings: SuperLink on {serving.host}:{serving.port} (TLS, SuperNode auth); versions on "
+              f"{serving.registry_url}\n  devices enrol with {tls} and {operator.state_dir / 'keys' / 'signing.pub'};"
+              f" admit each with `tidings federation admit DEVICE.pub`; Ctrl-C stops", file=sys.stderr, flush=True)
+
+    operator.serve(stop_event, on_ready=ready)
+    return 0
+
+
+def cmd_admit(args, config: Config) -> int:
+    operator = _operator(args, config)
+    for key in args.public_key:
+        operator.admit(key)
+        print(f"tidings: admitted the device with key {key}", file=sys.stderr)
     return 0
 
 
 def cmd_run(args, config: Config) -> int:
-    from tidings.server.deploy import run
-
-    deployment = _deployment(args, config)
-    settings = settings_from(config.federation, deployment.state_dir, **_overrides(args))
-    record = run(deployment, settings)
+    operator = _operator(args, config)
+    settings = settings_from(config.federation, operator.state_dir, **_overrides(args))
+    record = operator.run(settings)
     print(json.dumps({"run_id": record.get("run-id"), "status": record.get("status"),
                       "elapsed": record.get("elapsed")}))
     return 0 if record.get("status") == "finished:completed" else 1
@@ -98,19 +115,12 @@ def cmd_run(args, config: Config) -> int:
 def cmd_status(args, config: Config) -> int:
     from tidings.server.status import collect, plot, render
 
-    deployment = _deployment(args, config)
-    nodes = deployment.listing() if deployment.load() else None
-    status = collect(deployment.state_dir, nodes)
+    operator = _operator(args, config)
+    nodes = operator.listing() if operator.serving() else None
+    status = collect(operator.state_dir, nodes)
     print(json.dumps(status.to_json()) if args.json else render(status))
     if args.plot:
         print(f"tidings: plot saved to {plot(status, args.plot)}", file=sys.stderr)
-    return 0
-
-
-def cmd_down(args, config: Config) -> int:
-    from tidings.server.deploy import down
-
-    print(f"tidings: stopped {down(_deployment(args, config))} process group(s)", file=sys.stderr)
     return 0
 
 
@@ -122,19 +132,24 @@ def cmd_rollback(args, config: Config) -> int:
     return 0
 
 
-def device_dir(config: Config) -> Path:
-    return Path(config.store.path).parent / "federation-device"
+def _registry(args, config: Config) -> str:
+    fed = config.federation
+    return str(args.registry or fed.registry or fed.state_dir)
 
 
-def cmd_fetch(args, config: Config) -> int:
-    from tidings.federated.device_sync import IntegrityError, fetch_newest
+def _base_sha256(config: Config) -> str:
     from tidings.models.registry import resolve_model
 
     base = resolve_model(config.model.name, config.model.cache_dir)
+    return base.spec.sha256 if base.spec else ""
+
+
+def cmd_fetch(args, config: Config) -> int:
+    from tidings.federated.device_sync import IntegrityError, RegistryUnreachable, fetch_newest
+
     try:
-        local = fetch_newest(args.registry or config.federation.registry, device_dir(config),
-                             base_sha256=base.spec.sha256 if base.spec else "")
-    except IntegrityError as exc:
+        local = fetch_newest(_registry(args, config), device_dir(config), base_sha256=_base_sha256(config))
+    except (IntegrityError, RegistryUnreachable) as exc:
         print(f"tidings: {exc}; this device keeps the version it has", file=sys.stderr)
         return 1
     print(json.dumps({"version": local.version, "round": local.round, "gguf": str(local.gguf)}))
@@ -142,14 +157,55 @@ def cmd_fetch(args, config: Config) -> int:
 
 
 def cmd_enroll(args, config: Config) -> int:
-    from tidings.federated.device_sync import IntegrityError, pin_operator_key
+    from tidings.federated.device_sync import IntegrityError, pin_operator_ca, pin_operator_key
 
     try:
         path = pin_operator_key(device_dir(config), args.operator_key.read_bytes())
-    except IntegrityError as exc:
+        if args.ca:
+            pin_operator_ca(device_dir(config), args.ca.read_bytes())
+    except (IntegrityError, OSError) as exc:
         print(f"tidings: error: {exc}", file=sys.stderr)
         return 2
-    print(f"tidings: this device now trusts adapter versions signed by the key in {path}", file=sys.stderr)
+    print(f"tidings: this device now trusts adapter versions signed by the key in {path}"
+          + (f" and the operator's TLS endpoints certified by {args.ca}" if args.ca else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_device_key(args, config: Config) -> int:
+    from tidings.federated.join import device_key
+
+    _, public = device_key(device_dir(config))
+    sys.stdout.write(public.read_text())
+    print(f"tidings: this device's SuperNode key is {public}; the operator admits it with "
+          "`tidings federation admit node-key.pub`", file=sys.stderr)
+    return 0
+
+
+def cmd_join(args, config: Config) -> int:
+    import signal
+    import threading
+
+    from tidings.federated.join import DeviceNode, JoinError
+
+    fed = config.federation
+    superlink = args.superlink or fed.superlink
+    if not superlink:
+        print("tidings: error: no SuperLink to join: --superlink HOST:PORT or [federation] superlink",
+              file=sys.stderr)
+        return 2
+    node = DeviceNode(device_dir(config), config.store.path, superlink, _registry(args, config),
+                      base_sha256=_base_sha256(config), host=args.host or fed.device_host,
+                      port=args.port or fed.device_port, poll_seconds=args.poll or fed.poll_seconds)
+    stop_event = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_event.set())
+    print(f"tidings: joining the federation at {superlink} (SuperNode on {node.host}:{node.port}); versions from "
+          f"{node.registry}; Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        node.join(stop_event)
+    except JoinError as exc:
+        print(f"tidings: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -168,16 +224,18 @@ def cmd_personalize(args, config: Config) -> int:
 
     fed = config.federation
     with_store = config.store.path
-    result = personalize(with_store, args.registry or fed.registry, device_dir(config), steps=args.steps,
+    result = personalize(with_store, _registry(args, config), device_dir(config), steps=args.steps,
                          keep=fed.keep_examples, max_age_days=fed.max_age_days)
     print(json.dumps(result))
     return 0
 
 
 def add_federation_parser(sub) -> None:
-    p = sub.add_parser("federation", help="federated personalization: simulate, deploy, run rounds, fetch adapters",
-                       description="Operators run federated rounds on the fleet's adapter; devices train on their own "
-                       "accepted and edited summaries and replies and send only adapter updates (SecAgg+, central DP).")
+    p = sub.add_parser("federation", help="federated personalization: serve, join, run rounds, fetch adapters",
+                       description="Operators serve a SuperLink and an HTTPS registry of signed adapter versions and "
+                       "run federated rounds; wearers' devices join with their own key, train on their own accepted "
+                       "and edited summaries and replies, send only adapter updates (SecAgg+, central DP) and fetch "
+                       "each new version the operator signed.")
     fsub = p.add_subparsers(dest="federation_command", required=True, metavar="ACTION")
 
     def common(q, rounds: bool = True) -> None:
@@ -193,6 +251,9 @@ def add_federation_parser(sub) -> None:
             q.add_argument("--no-secagg", action="store_true", help="without SecAgg+ (each update is validated)")
             q.add_argument("--no-dp", action="store_true", help="without central differential privacy")
 
+    def serving_address(q) -> None:
+        q.add_argument("--host", help="the address the SuperLink and registry listen on (default: [federation] host)")
+
     q = fsub.add_parser("simulate", help="many virtual devices on Flower's simulation engine")
     common(q)
     q.add_argument("--devices", type=int, required=True, help="virtual devices (non-IID partitions)")
@@ -201,27 +262,33 @@ def add_federation_parser(sub) -> None:
     q.add_argument("--json", action="store_true", help="one JSON object per round")
     q.set_defaults(func=cmd_simulate)
 
-    q = fsub.add_parser("up", help="start a SuperLink and SuperNodes on 127.0.0.1 (TLS, SuperNode auth)")
+    q = fsub.add_parser("serve", help="operator: run the SuperLink (TLS, SuperNode auth) and the HTTPS registry",
+                        description="Runs until Ctrl-C. Devices need the CA (STATE/deploy/tls/ca.crt) and the "
+                        "signing key (STATE/keys/signing.pub) to enrol, and must be admitted to join.")
     common(q, rounds=False)
-    q.add_argument("--supernodes", type=int, help="how many (default: [federation] supernodes)")
-    q.add_argument("--store", type=Path, action="append", help="a device store per SuperNode (repeat)")
-    q.set_defaults(func=cmd_up)
+    serving_address(q)
+    q.add_argument("--registry-port", type=int, help="HTTPS registry port (default: [federation] registry_port)")
+    q.set_defaults(func=cmd_serve)
 
-    q = fsub.add_parser("run", help="run federated rounds on the deployment; waits until they end")
+    q = fsub.add_parser("admit", help="operator: let the devices with these SuperNode keys join")
+    common(q, rounds=False)
+    serving_address(q)
+    q.add_argument("public_key", type=Path, nargs="+", help="a device's node-key.pub (`federation device-key`)")
+    q.set_defaults(func=cmd_admit)
+
+    q = fsub.add_parser("run", help="operator: run federated rounds on the devices that joined; waits until they end")
     common(q)
+    serving_address(q)
     q.set_defaults(func=cmd_run)
 
-    q = fsub.add_parser("status", help="rounds, devices, loss, ε and adapter versions")
+    q = fsub.add_parser("status", help="operator: rounds, devices, loss, ε and adapter versions")
     common(q, rounds=False)
+    serving_address(q)
     q.add_argument("--json", action="store_true")
     q.add_argument("--plot", type=Path, help="also save a PNG of the metrics per round")
     q.set_defaults(func=cmd_status)
 
-    q = fsub.add_parser("down", help="stop the deployment started by `up`")
-    common(q, rounds=False)
-    q.set_defaults(func=cmd_down)
-
-    q = fsub.add_parser("rollback", help="publish an earlier adapter version again as the newest")
+    q = fsub.add_parser("rollback", help="operator: publish an earlier adapter version again as the newest")
     common(q, rounds=False)
     q.add_argument("--to", type=int, required=True, help="the version to go back to")
     q.set_defaults(func=cmd_rollback)
@@ -230,15 +297,27 @@ def add_federation_parser(sub) -> None:
     common(q, rounds=False)
     q.set_defaults(func=cmd_signing_key)
 
-    q = fsub.add_parser("enroll", help="device: pin the operator's public key (only versions it signed are used)")
+    q = fsub.add_parser("device-key", help="device: print this device's SuperNode public key (made once)")
+    q.set_defaults(func=cmd_device_key)
+
+    q = fsub.add_parser("enroll", help="device: pin the operator's signing key and TLS CA")
     q.add_argument("--operator-key", type=Path, required=True, help="the operator's signing.pub")
+    q.add_argument("--ca", type=Path, help="the operator's ca.crt (needed to join and to fetch over https)")
     q.set_defaults(func=cmd_enroll)
 
-    q = fsub.add_parser("fetch", help="device: fetch the newest published global adapter, if the operator signed it")
-    q.add_argument("--registry", type=Path, help="where versions are published (default: [federation] registry)")
+    q = fsub.add_parser("join", help="device: take part in rounds and fetch each new version, until Ctrl-C")
+    q.add_argument("--superlink", help="the operator's SuperLink, HOST:PORT (default: [federation] superlink)")
+    q.add_argument("--registry", help="the operator's registry, https://HOST:PORT (default: [federation] registry)")
+    q.add_argument("--host", help="address of this device's SuperNode API (default: [federation] device_host)")
+    q.add_argument("--port", type=int, help="its port (default: [federation] device_port)")
+    q.add_argument("--poll", type=float, help="seconds between registry checks (default: [federation] poll_seconds)")
+    q.set_defaults(func=cmd_join)
+
+    q = fsub.add_parser("fetch", help="device: fetch the newest published version, if the operator signed it")
+    q.add_argument("--registry", help="https://HOST:PORT or a directory (default: [federation] registry)")
     q.set_defaults(func=cmd_fetch)
 
     q = fsub.add_parser("personalize", help="device: train the personal adapter on this wearer's data")
-    q.add_argument("--registry", type=Path, help="where versions are published (default: [federation] registry)")
+    q.add_argument("--registry", help="https://HOST:PORT or a directory (default: [federation] registry)")
     q.add_argument("--steps", type=int, default=4)
     q.set_defaults(func=cmd_personalize)

@@ -1,5 +1,8 @@
 """The device's side of the fleet: fetch the newest global adapter, hot-swap it, keep a personal one on top.
 
+Versions are fetched from the operator's HTTPS registry (its certificate
+checked against the CA the device pinned at enrolment) or from a directory.
+
 The engine runs three LoRAs at once: the shipped task adapter, the fleet's
 global adapter and the wearer's personal adapter, each with its own scale
 (llama.cpp sums their effects). A new global version is loaded beside the
@@ -23,9 +26,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -35,6 +42,7 @@ from tidings.federated.adapter import AdapterSpec, Arrays, export_gguf, load_arr
 from tidings.models.registry import sha256_file
 
 OPERATOR_KEY = "operator.pub"  # in the device dir: the operator's public key, pinned at enrolment
+OPERATOR_CA = "operator-ca.crt"  # ... and the CA of its TLS endpoints
 SIGNATURE = "version.sig"
 GLOBAL = "global"
 PERSONAL = "personal"
@@ -78,26 +86,110 @@ def _pinned_key(device_dir: Path) -> Ed25519PublicKey:
     return load_pem_public_key(path.read_bytes())
 
 
-def _local_newest(device_dir: Path) -> int:
-    numbers = [json.loads((p / "version.json").read_text())["version"]
-               for p in (Path(device_dir) / GLOBAL).glob("[0-9]" * 4) if (p / "version.json").is_file()]
-    return max(numbers, default=-1)
-
-
-def fetch_newest(registry: Path, device_dir: Path, *, base_sha256: str) -> LocalVersion:
-    """Copy the newest published version into `device_dir/global/NNNN/` (once), if it is the operator's."""
-    versions = sorted(p for p in (Path(registry) / "versions").glob("[0-9]" * 4) if (p / "version.json").is_file())
-    if not versions:
-        raise FileNotFoundError(f"no published adapter version in {registry}")
-    source = versions[-1]
-    manifest = (source / "version.json").read_bytes()
+def pin_operator_ca(device_dir: Path, pem: bytes) -> Path:
+    """Enrolment: the CA whose certificates the operator's SuperLink and HTTPS registry must present."""
     try:
-        _pinned_key(device_dir).verify((source / SIGNATURE).read_bytes(), manifest)
-    except (InvalidSignature, FileNotFoundError):
-        raise IntegrityError(f"adapter version {source.name} is not signed by the operator key this device "
+        x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise IntegrityError("not a PEM certificate; the operator's CA is STATE/deploy/tls/ca.crt") from None
+    path = Path(device_dir) / OPERATOR_CA
+    if path.is_file() and path.read_bytes() != pem:
+        raise IntegrityError(f"this device already trusts another operator CA ({path}); remove it to enrol "
+                             "with a new operator")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pem)
+    return path
+
+
+class RegistryUnreachable(RuntimeError):
+    """The registry could not be asked (network, TLS, server error): nothing changed on the device."""
+
+
+class LocalRegistry:
+    """Versions published into a directory this device can read (the operator's STATE, or a copy of it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def published(self) -> list[int]:
+        return sorted(int(p.name) for p in (self.root / "versions").glob("[0-9]" * 4) if (p / "version.json").is_file())
+
+    def read(self, version: int, name: str) -> bytes:
+        try:
+            return (self.root / "versions" / f"{version:04d}" / name).read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"adapter version {version} has no {name}: refused") from None
+
+
+class HttpsRegistry:
+    """The operator's registry endpoint (server/registry_http.py), its certificate checked against the pinned CA."""
+
+    def __init__(self, url: str, ca: Path, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.context = ssl.create_default_context(cafile=str(ca))
+        self.timeout_s = timeout_s
+
+    def _get(self, path: str) -> bytes:
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}", context=self.context, timeout=self.timeout_s) as answer:
+                return answer.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise FileNotFoundError(f"{self.url}{path}: not published") from None
+            raise RegistryUnreachable(f"the registry {self.url} answered {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryUnreachable(f"cannot reach the registry {self.url}: {reason}") from None
+
+    def published(self) -> list[int]:
+        return sorted(int(v["version"]) for v in json.loads(self._get("/versions"))["versions"])
+
+    def read(self, version: int, name: str) -> bytes:
+        try:
+            return self._get(f"/versions/{version:04d}/{name}")
+        except FileNotFoundError:
+            raise IntegrityError(f"adapter version {version} has no {name}: refused") from None
+
+
+def open_registry(location: str | Path, device_dir: Path) -> LocalRegistry | HttpsRegistry:
+    """An https:// URL (checked against the CA pinned at enrolment) or a directory."""
+    if str(location).startswith("https://"):
+        ca = Path(device_dir) / OPERATOR_CA
+        if not ca.is_file():
+            raise IntegrityError(f"no operator CA pinned in {device_dir}: enrol with it first "
+                                 "(`tidings federation enroll --operator-key signing.pub --ca ca.crt`)")
+        return HttpsRegistry(str(location), ca)
+    if str(location).startswith("http://"):
+        raise IntegrityError(f"{location}: the registry must be reached over https")
+    return LocalRegistry(Path(location))
+
+
+def local_versions(device_dir: Path) -> list[LocalVersion]:
+    """The versions this device fetched and verified, oldest first."""
+    found = []
+    for folder in sorted((Path(device_dir) / GLOBAL).glob("[0-9]" * 4)):
+        if (folder / "version.json").is_file():
+            meta = json.loads((folder / "version.json").read_text())
+            found.append(LocalVersion(meta["version"], meta["round"], folder / "adapter.gguf", folder / "adapter.npz"))
+    return found
+
+
+def fetch_newest(registry: str | Path, device_dir: Path, *, base_sha256: str) -> LocalVersion:
+    """Download the newest published version into `device_dir/global/NNNN/` (once), if it is the operator's."""
+    key = _pinned_key(device_dir)
+    source = open_registry(registry, device_dir)
+    published = source.published()
+    if not published:
+        raise FileNotFoundError(f"no published adapter version in {registry}")
+    number = published[-1]
+    manifest = source.read(number, "version.json")
+    try:
+        key.verify(source.read(number, SIGNATURE), manifest)
+    except (InvalidSignature, IntegrityError):
+        raise IntegrityError(f"adapter version {number} is not signed by the operator key this device "
                              "enrolled with: refused") from None
     meta = json.loads(manifest)
-    have = _local_newest(device_dir)
+    have = max((v.version for v in local_versions(device_dir)), default=-1)
     if meta["version"] < have:
         raise IntegrityError(f"the registry offers version {meta['version']}, older than version {have} on this "
                              "device: a replayed version, refused")
@@ -108,12 +200,14 @@ def fetch_newest(registry: Path, device_dir: Path, *, base_sha256: str) -> Local
     if not (target / "version.json").is_file():
         tmp = target.with_name(f".tmp-{target.name}")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        if (tmp / "version.json").read_bytes() != manifest or \
-                sha256_file(tmp / "adapter.gguf") != meta["sha256"] or \
-                sha256_file(tmp / "adapter.npz") != meta["arrays_sha256"]:
-            shutil.rmtree(tmp)
-            raise IntegrityError(f"adapter version {meta['version']} does not match its signed sha256: refused")
+        tmp.mkdir(parents=True)
+        for name, digest in (("adapter.gguf", meta["sha256"]), ("adapter.npz", meta["arrays_sha256"])):
+            (tmp / name).write_bytes(source.read(number, name))
+            if sha256_file(tmp / name) != digest:
+                shutil.rmtree(tmp)
+                raise IntegrityError(f"adapter version {meta['version']} does not match its signed sha256: refused")
+        (tmp / SIGNATURE).write_bytes(source.read(number, SIGNATURE))
+        (tmp / "version.json").write_bytes(manifest)  # last: its presence marks a complete, verified version
         os.replace(tmp, target)
     return LocalVersion(meta["version"], meta["round"], target / "adapter.gguf", target / "adapter.npz")
 

@@ -1,6 +1,7 @@
-"""TLS certificates and SuperNode keys for a deployment on this machine.
+"""TLS certificates and SuperNode keys of a deployment.
 
-A private CA signs the SuperLink's certificate (SAN 127.0.0.1 and localhost).
+A private CA signs the certificate the operator's SuperLink and adapter
+registry present (SAN: the addresses they listen on, and localhost).
 Each SuperNode has an EC P-384 key pair in OpenSSH format; only SuperNodes
 whose public key the operator registered with the SuperLink may join.
 """
@@ -31,33 +32,66 @@ def _pem_key(key) -> bytes:
                              serialization.NoEncryption())
 
 
-def make_tls(folder: Path, days: int = 365) -> dict[str, Path]:
-    """ca.crt, server.pem, server.key in `folder` (made once)."""
+def make_tls(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1",), days: int = 365) -> dict[str, Path]:
+    """ca.crt (with ca.key), server.pem and server.key in `folder` for a server reached at `hosts`.
+
+    The CA is made once: devices pin it at enrolment. The server certificate is
+    issued again (by the same CA) when it does not name every host in `hosts`.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
-    if all(p.is_file() for p in paths.values()):
-        return paths
+    paths = {"ca": folder / "ca.crt", "ca_key": folder / "ca.key", "cert": folder / "server.pem",
+             "key": folder / "server.key"}
+    if not (paths["ca"].is_file() and paths["ca_key"].is_file()):
+        _make_ca(paths, days)
+    if not (paths["cert"].is_file() and paths["key"].is_file()) or not _names(paths["cert"], hosts):
+        _issue_server(paths, hosts, days)
+    return paths
+
+
+def _make_ca(paths: dict[str, Path], days: int) -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tidings federation CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tidings federation CA")])
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
           .serial_number(x509.random_serial_number()).not_valid_before(now)
           .not_valid_after(now + datetime.timedelta(days=days))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+          .sign(key, hashes.SHA256()))
+    _write(paths["ca_key"], _pem_key(key), private=True)
+    _write(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].unlink(missing_ok=True)  # issued by a CA that is gone
+
+
+def _issue_server(paths: dict[str, Path], hosts: tuple[str, ...], days: int) -> None:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = x509.load_pem_x509_certificate(paths["ca"].read_bytes())
+    ca_key = serialization.load_pem_private_key(paths["ca_key"].read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP384R1())
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), *map(_general_name, hosts)]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _write(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
     _write(paths["key"], _pem_key(key), private=True)
     _write(paths["cert"], cert.public_bytes(serialization.Encoding.PEM))
-    return paths
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _names(cert_path: Path, hosts: tuple[str, ...]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return all(_general_name(host) in names for host in hosts)
 
 
 def make_node_key(path: Path) -> tuple[Path, Path]:

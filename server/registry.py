@@ -47,6 +47,10 @@ class Version:
     rolled_back_to: int | None = None
     base_sha256: str = ""  # the base model GGUF the adapter is for; devices on another base refuse it
 
+    @property
+    def adapter_spec(self) -> AdapterSpec:
+        return AdapterSpec(**{**self.spec, "target_modules": tuple(self.spec["target_modules"])})
+
 
 class AdapterRegistry:
     """`base_sha256`: the base model new versions are for (a rollback keeps its target's)."""
@@ -118,9 +122,7 @@ class AdapterRegistry:
     def rollback(self, to: int) -> Version:
         """Publish version `to` again as the newest (keeping the round count and the privacy spent)."""
         target, newest = self.get(to), self.newest()
-        return self.publish(self.arrays(to), AdapterSpec(**{**target.spec, "target_modules":
-                                                             tuple(target.spec["target_modules"])}),
-                            target.layout, round=newest.round, metrics={"rolled_back_to": to},
+        return self.publish(self.arrays(to), target.adapter_spec, target.layout, round=newest.round, metrics={"rolled_back_to": to},
                             privacy_history=newest.privacy_history, epsilon=newest.epsilon, delta=newest.delta,
                             rolled_back_to=to, base_sha256=target.base_sha256)
 

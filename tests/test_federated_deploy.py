@@ -1,16 +1,28 @@
-"""Acceptance: a real deployment on 127.0.0.1 (SuperLink + 3 SuperNodes, TLS, SuperNode auth, SecAgg+, DP).
+"""Acceptance: the operator and three devices as separate processes on separate loopback addresses.
 
-Two rounds with the real model and real LoRA training (one step per device).
+The operator serves on 127.0.0.2 (`tidings federation serve`: SuperLink with
+TLS and SuperNode auth, and the HTTPS registry); each device runs
+`tidings federation join` from its own state on 127.0.0.3, .4 and .5, with
+its own SuperNode key, which the operator admitted. A fourth device that was
+never admitted is turned away. Two rounds with SecAgg+ and DP, the real model
+and real LoRA training (one step per device), publish signed versions; each
+device fetches the newest over HTTPS (the certificate checked against the
+operator CA it pinned), verifies it and its agent hot-swaps it into the
+engine. A version tampered with after signing is refused by every device.
+
 Each device's store holds a unique canary string in its messages and in what
-the wearer accepted; after the run, no byte the server side received or
-stored (the SuperLink's database with every message it relayed, the
-ServerApp's versions and round log, every log, the app bundle) contains any
-canary.
+the wearer accepted; no byte the operator received or stored (the
+SuperLink's database with every message it relayed, the versions, round log,
+logs, the app bundle) contains any canary.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -20,20 +32,25 @@ import pytest
 
 pytest.importorskip("flwr", reason="federation needs the `train` extra")
 
+from tidings.device.agent import TASK_ADAPTER  # noqa: E402
+from tidings.device.config import Config, StoreConfig  # noqa: E402
+from tidings.device.fleet import follow_fleet  # noqa: E402
 from tidings.device.messages import Message  # noqa: E402
 from tidings.device.store import Store  # noqa: E402
-from tidings.federated.device_sync import AdapterStack, fetch_newest, pin_operator_key  # noqa: E402
-from tidings.server.credentials import make_node_key  # noqa: E402
-from tidings.server.deploy import Deployment, down, run, up  # noqa: E402
+from tidings.federated.device_sync import local_versions  # noqa: E402
+from tidings.models.registry import resolve_adapter  # noqa: E402
+from tidings.server.operator import Operator  # noqa: E402
 from tidings.server.registry import AdapterRegistry, arrays_equal  # noqa: E402
 from tidings.server.settings import FederationSettings  # noqa: E402
 
 pytestmark = pytest.mark.model
+OPERATOR_HOST = "127.0.0.2"
+TIDINGS = [sys.executable, "-m", "tidings.device.cli"]
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -51,55 +68,136 @@ def _device_store(path: Path, canary: str) -> Path:
     return path
 
 
-def test_a_real_deployment_trains_publishes_and_never_sees_device_text(tmp_path: Path, engine, embedded_model):
+def _tidings(store: Path | None, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    prefix = [*TIDINGS, "--store", str(store)] if store else TIDINGS
+    return subprocess.run([*prefix, *args], capture_output=True, text=True, cwd=cwd, env=_env(), timeout=300)
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "TIDINGS_CONFIG"}
+
+
+def _spawn(store: Path | None, args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    prefix = [*TIDINGS, "--store", str(store)] if store else TIDINGS
+    with open(log, "wb") as out:
+        return subprocess.Popen([*prefix, *args], stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=_env())
+
+
+def _wait(condition, what: str, timeout_s: float = 300) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _terminate(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+def test_operator_and_devices_on_separate_addresses_train_publish_verify_and_hot_swap(tmp_path: Path, engine,
+                                                                                      embedded_model):
+    operator_dir = tmp_path / "operator"
+    operator = Operator(operator_dir, host=OPERATOR_HOST, port=_free_port(OPERATOR_HOST),
+                        registry_port=_free_port(OPERATOR_HOST))
+    addressing = ["--state-dir", str(operator_dir), "--host", OPERATOR_HOST, "--port", str(operator.port)]
+    serve = _spawn(None, ["federation", "serve", *addressing, "--registry-port", str(operator.registry_port)],
+                   tmp_path / "serve.log", tmp_path)
     canaries = [f"CANARY-{uuid.uuid4().hex}" for _ in range(3)]
-    stores = [_device_store(tmp_path / "devices" / f"d{i}.db", c) for i, c in enumerate(canaries)]
-    deployment = Deployment(tmp_path / "operator", port=_free_port())
+    stores = [_device_store(tmp_path / f"device-{i}" / "tidings.db", c) for i, c in enumerate(canaries)]
+    intruder_store = _device_store(tmp_path / "intruder" / "tidings.db", "not-admitted")
+    joins: list[subprocess.Popen] = []
     try:
-        up(deployment, 3, stores)
-        while len(deployment.online_nodes()) < 3:
-            time.sleep(1)
+        _wait(lambda: operator.serving() is not None or serve.poll() is not None, "the operator to serve", 180)
+        assert serve.poll() is None, (tmp_path / "serve.log").read_text()
+        serving = operator.serving()
+        assert serving.registry_url == f"https://{OPERATOR_HOST}:{operator.registry_port}"
+        ca, signing = operator_dir / "deploy" / "tls" / "ca.crt", operator_dir / "keys" / "signing.pub"
 
-        intruder, _ = make_node_key(tmp_path / "intruder" / "key")  # a key nobody registered
-        rejected = deployment.start_supernode(9, intruder, "partition-id=0 num-partitions=1")
-        assert rejected.wait(timeout=300) != 0  # the log says "Exit Code: 305" (could not activate)
-        assert "Failed to activate SuperNode" in (deployment.logs / "supernode-9.log").read_text()
-        assert "No SuperNode found with the given public key" in (deployment.logs / "superlink.log").read_text()
-        assert len(deployment.online_nodes()) == 3
+        keys = []
+        for store in [*stores, intruder_store]:
+            shown = _tidings(store, "federation", "device-key", cwd=tmp_path)
+            assert shown.returncode == 0, shown.stderr
+            key = store.parent / "federation-device" / "node-key.pub"
+            assert shown.stdout == key.read_text() and shown.stdout.startswith("ecdsa-sha2-nistp384 ")
+            keys.append(key)
+            enrolled = _tidings(store, "federation", "enroll", "--operator-key", str(signing), "--ca", str(ca),
+                                cwd=tmp_path)
+            assert enrolled.returncode == 0, enrolled.stderr
+        admitted = _tidings(None, "federation", "admit", *addressing, *map(str, keys[:3]), cwd=tmp_path)
+        assert admitted.returncode == 0, admitted.stderr
 
-        settings = FederationSettings(state_dir=str(deployment.state_dir.resolve()), rounds=2, clients_per_round=3,
+        for i, store in enumerate([*stores, intruder_store]):
+            host = f"127.0.0.{3 + i}"
+            joins.append(_spawn(store, ["federation", "join", "--superlink", f"{OPERATOR_HOST}:{operator.port}",
+                                        "--registry", serving.registry_url, "--host", host,
+                                        "--port", str(_free_port(host)), "--poll", "3"],
+                                store.parent / "join.log", tmp_path))
+        intruder = joins.pop()
+        assert intruder.wait(timeout=300) == 1
+        said = (intruder_store.parent / "join.log").read_text()
+        assert "does not know this device's key: ask the operator to admit it" in said
+        _wait(lambda: len(operator.online_nodes()) == 3, "three devices online")
+        assert all(j.poll() is None for j in joins)
+
+        settings = FederationSettings(state_dir=str(operator_dir.resolve()), rounds=2, clients_per_round=3,
                                       min_available=3, local_steps=1, max_examples=4, max_seq_tokens=256,
                                       batch_tokens=256, threads=1)
         assert settings.secagg and settings.dp  # the deployment defaults
-        record = run(deployment, settings)
-        assert record["status"] == "finished:completed"
+        assert operator.run(settings)["status"] == "finished:completed"
+
+        registry = AdapterRegistry(operator_dir)
+        assert [(v.version, v.round) for v in registry.versions()] == [(0, 0), (1, 1), (2, 2)]
+        assert not arrays_equal(registry.arrays(0), registry.arrays(2))
+        assert 0 < registry.get(1).epsilon < registry.get(2).epsilon
+        devices = [store.parent / "federation-device" for store in stores]
+        _wait(lambda: all(local_versions(d) and local_versions(d)[-1].version == 2 for d in devices),
+              "every device to fetch version 2")
+        for device in devices:
+            assert (device / "global" / "0002" / "adapter.gguf").read_bytes() == registry.gguf(2).read_bytes()
+
+        # A version changed after it was signed (someone with write access to the registry) is refused.
+        tampered = registry.publish(registry.arrays(2), registry.get(2).adapter_spec, registry.get(2).layout, round=2,
+                                    metrics={}, privacy_history=[], epsilon=0.0, delta=1e-5)
+        with open(registry.gguf(tampered.version), "r+b") as f:
+            f.seek(-64, os.SEEK_END)
+            f.write(b"\x7f" * 64)
+        for store in stores:
+            log = store.parent / "join.log"
+            _wait(lambda: "does not match its signed sha256: refused" in log.read_text(), f"{log} to refuse v3", 60)
+        assert all(local_versions(d)[-1].version == 2 for d in devices)
+        assert all(j.poll() is None for j in joins)
     finally:
-        down(deployment)
+        codes = [_terminate(j) for j in joins]
+        served = _terminate(serve)
+    assert codes == [0, 0, 0] and served == 0
+    assert operator.serving() is None
 
-    registry = AdapterRegistry(deployment.state_dir)
-    versions = registry.versions()
-    assert [(v.version, v.round) for v in versions] == [(0, 0), (1, 1), (2, 2)]
-    assert not arrays_equal(registry.arrays(0), registry.arrays(2))
-    assert 0 < versions[1].epsilon < versions[2].epsilon
-
-    stack = AdapterStack(engine)
-    try:
-        pin_operator_key(tmp_path / "device-cache", registry.public_key_pem)
-        stack.set_global(fetch_newest(registry.root, tmp_path / "device-cache", base_sha256=embedded_model.spec.sha256))
-        assert stack.active == {"global-v2": 1.0}
+    try:  # each device's agent swaps its fetched version in beside the task adapter
+        engine.load_adapter(resolve_adapter("tidings-task", embedded_model), TASK_ADAPTER)
+        engine.set_adapters({TASK_ADAPTER: 1.0})
+        for store in stores:
+            follower = follow_fleet(Config(store=StoreConfig(path=store)), engine, TASK_ADAPTER)
+            assert follower.stack.global_version == 2
+            assert set(engine.active_adapters) == {TASK_ADAPTER, "global-v2"}
+            engine.set_adapters({TASK_ADAPTER: 1.0})
+            engine.unload_adapter("global-v2")
     finally:
         engine.set_adapters({})
         for name in list(engine.loaded_adapters):
             engine.unload_adapter(name)
 
     scanned = 0
-    for path in deployment.state_dir.rglob("*"):
+    for path in operator_dir.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             scanned += len(data)
             for canary in canaries:
                 assert canary.encode() not in data, f"{canary} found in {path}"
-    assert (deployment.root / "superlink.db").stat().st_size > 0 and scanned > 1e6
+    assert (operator_dir / "deploy" / "superlink.db").stat().st_size > 0 and scanned > 1e6
     for store, canary in zip(stores, canaries):  # the canaries were really there to be leaked
         with Store(store) as s:
             assert any(canary in example.output for example in s.training_examples())

@@ -244,3 +244,42 @@ def test_the_operator_key_is_private_and_enrolment_goes_through_the_cli(embedded
                               "fetch", "--registry", str(registry.root)], capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode == 1 and "does not match its signed sha256" in refused.stderr
+
+
+def test_versions_are_fetched_over_https_only_from_the_pinned_operator_ca(embedded_model, tmp_path: Path):
+    from tidings.federated.device_sync import RegistryUnreachable, pin_operator_ca
+    from tidings.server.credentials import make_tls
+    from tidings.server.registry_http import RegistryServer
+
+    registry = _signed_registry(embedded_model, tmp_path / "server", versions=2)
+    tls = make_tls(tmp_path / "server" / "tls", hosts=("127.0.0.2",))
+    endpoint = RegistryServer(registry, "127.0.0.2", 0, tls["cert"], tls["key"]).start()
+    base = embedded_model.spec.sha256
+    try:
+        assert endpoint.url.startswith("https://127.0.0.2:")
+        stranger = tmp_path / "stranger"  # pinned the signing key, but another operator's CA
+        pin_operator_key(stranger, registry.public_key_pem)
+        pin_operator_ca(stranger, make_tls(tmp_path / "other-tls", hosts=("127.0.0.2",))["ca"].read_bytes())
+        with pytest.raises(RegistryUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+            fetch_newest(endpoint.url, stranger, base_sha256=base)
+        assert not (stranger / "global").exists()
+
+        device = tmp_path / "device"
+        pin_operator_key(device, registry.public_key_pem)
+        with pytest.raises(IntegrityError, match="no operator CA pinned"):
+            fetch_newest(endpoint.url, device, base_sha256=base)
+        pin_operator_ca(device, tls["ca"].read_bytes())
+        local = fetch_newest(endpoint.url, device, base_sha256=base)
+        assert local.version == 1
+        assert local.gguf.read_bytes() == registry.gguf(1).read_bytes()
+        with pytest.raises(IntegrityError, match="must be reached over https"):
+            fetch_newest(endpoint.url.replace("https", "http"), device, base_sha256=base)
+
+        (registry.dir(1) / "adapter.gguf").write_bytes(b"tampered")  # an endpoint serving a swapped file
+        (device / "global" / "0001").rename(device / "global" / ".gone")
+        with pytest.raises(IntegrityError, match="does not match its signed sha256"):
+            fetch_newest(endpoint.url, device, base_sha256=base)
+    finally:
+        endpoint.close()
+    with pytest.raises(RegistryUnreachable, match="cannot reach the registry"):
+        fetch_newest(endpoint.url, device, base_sha256=base)

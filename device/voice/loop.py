@@ -78,7 +78,8 @@ class VoiceLoop:
     def __init__(self, *, store: Store, summarizer: Summarizer, composer: ReplyComposer, tts: Tts, stt: WhisperStt,
                  endpointer: Endpointer, source: AudioSource, sink: AudioSink, wearer: Wearer = Wearer(),
                  poll_seconds: float = 0.25, on_mark: Callable[[Mark], None] | None = None,
-                 keep_examples: int = 500, prime_dictation: bool = False) -> None:
+                 keep_examples: int = 500, prime_dictation: bool = False,
+                 between_turns: Callable[[], object] = lambda: None) -> None:
         self.store, self.summarizer, self.composer = store, summarizer, composer
         self.tts, self.stt, self.endpointer = tts, stt, endpointer
         self.source, self.sink = source, sink
@@ -87,6 +88,7 @@ class VoiceLoop:
         self.on_mark = on_mark
         self.keep_examples = keep_examples  # retention limit of the on-device training examples
         self.prime_dictation = prime_dictation
+        self.between_turns = between_turns  # idle work on the loop's thread (the engine's), e.g. an adapter swap
         self.dialog = Dialog()
         self.timeline: list[Mark] = []
         self._events: queue.Queue = queue.Queue()
@@ -115,6 +117,7 @@ class VoiceLoop:
             try:
                 item = self._events.get(timeout=self.poll_seconds)
             except queue.Empty:
+                self.between_turns()
                 self._check_messages()
                 continue
             if item is _END:
