@@ -238,8 +238,10 @@ def settings_for(options: BenchOptions, state_dir: Path, *, dp: bool, secagg: bo
         state_dir=str(state_dir), rounds=rounds, clients_per_round=options.sample, min_available=options.population,
         population=options.population, local_steps=options.local_steps, learning_rate=options.learning_rate,
         batch_tokens=options.batch_tokens, max_seq_tokens=options.max_seq_tokens, max_examples=options.max_examples,
-        threads=1, secagg=secagg, dp=dp, noise_multiplier=options.noise_multiplier,
-        clipping_norm=options.clipping_norm, delta=options.delta, compression=options.compression, seed=options.seed)
+        threads=1, secagg=secagg, dp=dp, dp_min_clients=1, noise_multiplier=options.noise_multiplier,
+        clipping_norm=options.clipping_norm, delta=options.delta, compression=options.compression, seed=options.seed,
+        # What training makes of the rounds, published or not, with DP applied whatever the cohort size.
+        gate=False)
 
 
 @contextlib.contextmanager

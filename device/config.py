@@ -184,10 +184,24 @@ class FederationConfig:
     learning_rate: float = 0.002
     secagg: bool = True
     dp: bool = True
+    dp_min_clients: int = 100  # below it DP's noise wrecks the adapter: not applied, ε infinite
     noise_multiplier: float = 1.0
     clipping_norm: float = 1.0
     delta: float = 1e-05
     compression: str = "int8"
+    # The quality gate: a round's adapter reaches devices only if it does not regress on
+    # held-out SAMSum validation (ROUGE-L points) and the wearer dev suite (shares).
+    gate: bool = True
+    gate_dialogues: int = 20
+    gate_threads: int = 40
+    gate_rouge_tolerance: float = 1.0
+    gate_faithful_tolerance: float = 0.0
+    gate_complete_tolerance: float = 0.05
+    # Canary rollout (operator): a new version goes to this share of devices first, and is promoted
+    # or rolled back once both it and the promoted version have this many summaries reported.
+    canary_fraction: float = 0.2
+    canary_min_summaries: int = 200
+    canary_tolerance: float = 0.05
     # On-device training data: the newest examples kept, and their maximum age.
     keep_examples: int = 500
     max_age_days: float = 90.0

@@ -1,4 +1,4 @@
-"""The fleet's adapter in the running engine: the newest version `join` fetched, swapped in without a reload.
+"""The fleet's adapter in the running engine: the version `join` fetched for it, swapped in without a reload.
 
 `tidings federation join` (or `fetch`) downloads and verifies versions into
 the device dir; the agent only ever loads what is there, so nothing unverified
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tidings.device.config import Config
 from tidings.device.llm.engine import Engine
-from tidings.federated.device_sync import TASK, AdapterStack, LocalVersion, local_versions
+from tidings.federated.device_sync import TASK, AdapterStack, LocalVersion, current_version
 
 log = logging.getLogger("tidings")
 
@@ -38,10 +38,9 @@ class FleetFollower:
         if not force and time.monotonic() - self._checked < self.check_seconds:
             return None
         self._checked = time.monotonic()
-        versions = local_versions(self.folder)
-        if not versions or versions[-1].version == self.stack.global_version:
+        newest = current_version(self.folder)
+        if newest is None or newest.version == self.stack.global_version:
             return None
-        newest = versions[-1]
         try:
             self.stack.set_global(newest)
         except (OSError, RuntimeError, ValueError) as exc:
@@ -55,7 +54,7 @@ class FleetFollower:
 def follow_fleet(config: Config, engine: Engine | None, task_adapter: str) -> FleetFollower | None:
     """A follower for this device's fetched versions, with the newest already active; None without any."""
     folder = device_dir(config)
-    if engine is None or not local_versions(folder):
+    if engine is None or current_version(folder) is None:
         return None
     fed = config.federation
     stack = AdapterStack(engine, task_scale=config.model.task_adapter_scale, global_scale=fed.global_scale,

@@ -445,6 +445,23 @@ class Store:
             removed += db.execute("DELETE FROM training_examples WHERE created_at < ?", (cutoff_iso,)).rowcount
         return removed
 
+    def adapter_health(self, after_summary: int, after_example: int) -> dict:
+        """Counts since these row ids, for the fleet's canary health: no text, no thread, only how many.
+
+        summaries: the model was asked (read verbatim is not counted); accepted_summaries: its draft passed
+        every validator. replies: sent; accepted_replies: sent as drafted, not dictated again.
+        """
+        sources = [json.loads(r).get("source") for (r,) in self.db.execute(
+            "SELECT record FROM summaries WHERE id > ?", (after_summary,))]
+        outcomes = [o for (o,) in self.db.execute(
+            "SELECT outcome FROM training_examples WHERE kind = 'reply' AND id > ?", (after_example,))]
+        last_summary, = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM summaries").fetchone()
+        last_example, = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM training_examples").fetchone()
+        return {"summaries": sum(s in ("model", "fallback") for s in sources),
+                "accepted_summaries": sum(s == "model" for s in sources),
+                "replies": len(outcomes), "accepted_replies": sum(o == "accepted" for o in outcomes),
+                "last_summary": max(last_summary, after_summary), "last_example": max(last_example, after_example)}
+
     def training_examples(self, limit: int | None = None) -> list[TrainingExample]:
         """The newest first."""
         rows = self.db.execute("SELECT id, kind, thread, source, author, output, outcome, created_at"

@@ -24,8 +24,11 @@ def settings_from(fed: FederationConfig, state_dir: Path, **changes):
     return FederationSettings(
         state_dir=str(Path(state_dir).resolve()), rounds=fed.rounds, clients_per_round=fed.clients_per_round,
         min_available=fed.clients_per_round, local_steps=fed.local_steps, learning_rate=fed.learning_rate,
-        secagg=fed.secagg, dp=fed.dp, noise_multiplier=fed.noise_multiplier, clipping_norm=fed.clipping_norm,
-        delta=fed.delta, compression=fed.compression).with_(**changes)
+        secagg=fed.secagg, dp=fed.dp, dp_min_clients=fed.dp_min_clients, noise_multiplier=fed.noise_multiplier, clipping_norm=fed.clipping_norm,
+        delta=fed.delta, compression=fed.compression, gate=fed.gate, gate_dialogues=fed.gate_dialogues,
+        gate_threads=fed.gate_threads, gate_rouge_tolerance=fed.gate_rouge_tolerance,
+        gate_faithful_tolerance=fed.gate_faithful_tolerance,
+        gate_complete_tolerance=fed.gate_complete_tolerance).with_(**changes)
 
 
 def _state_dir(args, config: Config) -> Path:
@@ -34,7 +37,8 @@ def _state_dir(args, config: Config) -> Path:
 
 def _overrides(args) -> dict:
     changes = {}
-    for name in ("rounds", "clients_per_round", "local_steps", "noise_multiplier", "clipping_norm", "compression"):
+    for name in ("rounds", "clients_per_round", "local_steps", "noise_multiplier", "clipping_norm", "compression",
+                 "dp_min_clients"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
@@ -42,6 +46,8 @@ def _overrides(args) -> dict:
         changes["secagg"] = False
     if getattr(args, "no_dp", False):
         changes["dp"] = False
+    if getattr(args, "no_gate", False):
+        changes["gate"] = False
     return changes
 
 
@@ -59,7 +65,7 @@ def cmd_simulate(args, config: Config) -> int:
         if args.json:
             print(json.dumps(asdict(record)), flush=True)
         else:
-            eps = "off" if record.epsilon is None else f"{record.epsilon:.2f}"
+            eps = "∞ (no DP)" if record.epsilon is None else f"{record.epsilon:.2f}"
             print(f"round {record.round}: {record.clients} clients, {record.failures} failed, {record.rejected} "
                   f"rejected, upload {record.upload_bytes_per_client / 1e6:.3f} MB/client, ε {eps}, "
                   f"adapter v{record.adapter_version}", flush=True)
@@ -71,9 +77,15 @@ def cmd_simulate(args, config: Config) -> int:
 def _operator(args, config: Config):
     from tidings.server.operator import Operator
 
+    from tidings.server.rollout import RolloutPolicy
+
     fed = config.federation
+    fraction = getattr(args, "canary_fraction", None)
+    policy = RolloutPolicy(fed.canary_fraction if fraction is None else fraction, fed.canary_min_summaries,
+                           fed.canary_tolerance)
     return Operator(_state_dir(args, config), host=getattr(args, "host", None) or fed.host,
-                    port=args.port or fed.port, registry_port=getattr(args, "registry_port", None) or fed.registry_port)
+                    port=args.port or fed.port, registry_port=getattr(args, "registry_port", None) or fed.registry_port,
+                    rollout=policy)
 
 
 def cmd_serve(args, config: Config) -> int:
@@ -250,6 +262,10 @@ def add_federation_parser(sub) -> None:
             q.add_argument("--compression", choices=("none", "fp16", "int8"))
             q.add_argument("--no-secagg", action="store_true", help="without SecAgg+ (each update is validated)")
             q.add_argument("--no-dp", action="store_true", help="without central differential privacy")
+            q.add_argument("--dp-min-clients", type=int,
+                           help="apply DP only from this many devices per round (default: [federation] dp_min_clients)")
+            q.add_argument("--no-gate", action="store_true",
+                           help="publish every round without the quality gate (trials only: devices get what comes)")
 
     def serving_address(q) -> None:
         q.add_argument("--host", help="the address the SuperLink and registry listen on (default: [federation] host)")
@@ -268,6 +284,9 @@ def add_federation_parser(sub) -> None:
     common(q, rounds=False)
     serving_address(q)
     q.add_argument("--registry-port", type=int, help="HTTPS registry port (default: [federation] registry_port)")
+    q.add_argument("--canary-fraction", type=float,
+                   help="share of devices a new version reaches first; 0: all at once (default: [federation] "
+                   "canary_fraction)")
     q.set_defaults(func=cmd_serve)
 
     q = fsub.add_parser("admit", help="operator: let the devices with these SuperNode keys join")

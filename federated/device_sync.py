@@ -23,6 +23,7 @@ task and global adapters merged below it) and never uploaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +44,9 @@ from tidings.models.registry import sha256_file
 
 OPERATOR_KEY = "operator.pub"  # in the device dir: the operator's public key, pinned at enrolment
 OPERATOR_CA = "operator-ca.crt"  # ... and the CA of its TLS endpoints
+DEVICE_SECRET = "canary-secret"
+ROLLOUT_SERIAL = "rollout-serial"  # the newest rollout seen: an older one is a replay
+CURRENT = "current.json"  # in global/: which fetched version to run
 SIGNATURE = "version.sig"
 GLOBAL = "global"
 PERSONAL = "personal"
@@ -112,13 +116,25 @@ class LocalRegistry:
         self.root = Path(root)
 
     def published(self) -> list[int]:
-        return sorted(int(p.name) for p in (self.root / "versions").glob("[0-9]" * 4) if (p / "version.json").is_file())
+        """Every version but those the quality gate rejected (a forged flag fails the signature check)."""
+        found = []
+        for folder in sorted((self.root / "versions").glob("[0-9]" * 4)):
+            meta = folder / "version.json"
+            if meta.is_file() and not json.loads(meta.read_text()).get("rejected", False):
+                found.append(int(folder.name))
+        return found
 
     def read(self, version: int, name: str) -> bytes:
         try:
             return (self.root / "versions" / f"{version:04d}" / name).read_bytes()
         except FileNotFoundError:
             raise IntegrityError(f"adapter version {version} has no {name}: refused") from None
+
+    def rollout(self) -> tuple[bytes, bytes] | None:
+        manifest, signature = self.root / "rollout.json", self.root / "rollout.sig"
+        if not manifest.is_file():
+            return None
+        return manifest.read_bytes(), signature.read_bytes() if signature.is_file() else b""
 
 
 class HttpsRegistry:
@@ -129,9 +145,11 @@ class HttpsRegistry:
         self.context = ssl.create_default_context(cafile=str(ca))
         self.timeout_s = timeout_s
 
-    def _get(self, path: str) -> bytes:
+    def _get(self, path: str, body: bytes | None = None) -> bytes:
+        request = urllib.request.Request(f"{self.url}{path}", data=body,
+                                         headers={"Content-Type": "application/json"} if body else {})
         try:
-            with urllib.request.urlopen(f"{self.url}{path}", context=self.context, timeout=self.timeout_s) as answer:
+            with urllib.request.urlopen(request, context=self.context, timeout=self.timeout_s) as answer:
                 return answer.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
@@ -149,6 +167,15 @@ class HttpsRegistry:
             return self._get(f"/versions/{version:04d}/{name}")
         except FileNotFoundError:
             raise IntegrityError(f"adapter version {version} has no {name}: refused") from None
+
+    def rollout(self) -> tuple[bytes, bytes] | None:
+        try:
+            return self._get("/rollout.json"), self._get("/rollout.sig")
+        except FileNotFoundError:
+            return None
+
+    def report_health(self, report: dict) -> None:
+        self._get("/health", json.dumps(report).encode())
 
 
 def open_registry(location: str | Path, device_dir: Path) -> LocalRegistry | HttpsRegistry:
@@ -174,14 +201,61 @@ def local_versions(device_dir: Path) -> list[LocalVersion]:
     return found
 
 
+def device_secret(device_dir: Path) -> bytes:
+    """Random bytes made once, never sent: they put the device in or out of each canary cohort."""
+    path = Path(device_dir) / DEVICE_SECRET
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(os.urandom(32))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    return path.read_bytes()
+
+
+def in_canary(device_dir: Path, version: int, fraction: float) -> bool:
+    """Whether this device takes canary `version`: a fresh, uniform draw per version, decided on the device."""
+    digest = hashlib.sha256(device_secret(device_dir) + version.to_bytes(8, "big")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def assigned_version(rollout: tuple[bytes, bytes], key: Ed25519PublicKey, device_dir: Path) -> int:
+    """The version the operator's signed rollout gives this device: the canary if it drew it, else the promoted."""
+    manifest, signature = rollout
+    try:
+        key.verify(signature, manifest)
+    except InvalidSignature:
+        raise IntegrityError("the rollout is not signed by the operator key this device enrolled with: "
+                             "refused") from None
+    state = json.loads(manifest)
+    seen_path = Path(device_dir) / ROLLOUT_SERIAL
+    seen = int(seen_path.read_text()) if seen_path.is_file() else 0
+    if state["serial"] < seen:
+        raise IntegrityError(f"the registry offers rollout {state['serial']}, older than rollout {seen} this "
+                             "device saw: a replayed rollout, refused")
+    seen_path.parent.mkdir(parents=True, exist_ok=True)
+    seen_path.write_text(str(state["serial"]))
+    canary = state.get("canary")
+    if canary is not None and in_canary(device_dir, canary, state.get("fraction", 0.0)):
+        return canary
+    if state.get("promoted") is None:
+        raise FileNotFoundError("the rollout has no promoted version yet")
+    return state["promoted"]
+
+
 def fetch_newest(registry: str | Path, device_dir: Path, *, base_sha256: str) -> LocalVersion:
-    """Download the newest published version into `device_dir/global/NNNN/` (once), if it is the operator's."""
+    """Download the version this device is to run into `device_dir/global/NNNN/` (once), if it is the operator's.
+
+    That is the one the operator's signed rollout assigns it (the canary, if the device drew it, else the
+    promoted version), or the newest published version where there is no rollout (a registry folder).
+    """
     key = _pinned_key(device_dir)
     source = open_registry(registry, device_dir)
     published = source.published()
     if not published:
         raise FileNotFoundError(f"no published adapter version in {registry}")
-    number = published[-1]
+    rollout = source.rollout()
+    number = assigned_version(rollout, key, device_dir) if rollout is not None else published[-1]
     manifest = source.read(number, "version.json")
     try:
         key.verify(source.read(number, SIGNATURE), manifest)
@@ -189,8 +263,11 @@ def fetch_newest(registry: str | Path, device_dir: Path, *, base_sha256: str) ->
         raise IntegrityError(f"adapter version {number} is not signed by the operator key this device "
                              "enrolled with: refused") from None
     meta = json.loads(manifest)
+    if meta.get("rejected"):
+        raise IntegrityError(f"adapter version {number} was rejected by the operator's quality gate: refused")
     have = max((v.version for v in local_versions(device_dir)), default=-1)
-    if meta["version"] < have:
+    # With a rollout, its signed serial is the replay check: it may send a canary device back to the promoted one.
+    if meta["version"] < have and rollout is None:
         raise IntegrityError(f"the registry offers version {meta['version']}, older than version {have} on this "
                              "device: a replayed version, refused")
     if meta.get("base_sha256") != base_sha256:
@@ -209,7 +286,25 @@ def fetch_newest(registry: str | Path, device_dir: Path, *, base_sha256: str) ->
         (tmp / SIGNATURE).write_bytes(source.read(number, SIGNATURE))
         (tmp / "version.json").write_bytes(manifest)  # last: its presence marks a complete, verified version
         os.replace(tmp, target)
+    _replace_text(Path(device_dir) / GLOBAL / CURRENT, json.dumps({"version": meta["version"]}))
     return LocalVersion(meta["version"], meta["round"], target / "adapter.gguf", target / "adapter.npz")
+
+
+def current_version(device_dir: Path) -> LocalVersion | None:
+    """The fetched version this device is to run (the last one `fetch_newest` assigned it)."""
+    versions = {v.version: v for v in local_versions(device_dir)}
+    path = Path(device_dir) / GLOBAL / CURRENT
+    if path.is_file():
+        chosen = versions.get(json.loads(path.read_text())["version"])
+        if chosen is not None:
+            return chosen
+    return versions[max(versions)] if versions else None
+
+
+def _replace_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class AdapterStack:
@@ -231,6 +326,14 @@ class AdapterStack:
     def set_global(self, local: LocalVersion) -> None:
         self._swap(GLOBAL, local.gguf, f"{GLOBAL}-v{local.version}")
         self.global_version = local.version
+
+    def clear_global(self) -> None:
+        """Back to no fleet adapter (the task adapter and the personal one stay)."""
+        name = self.names.pop(GLOBAL, None)
+        if name is not None:
+            self._activate()
+            self.engine.unload_adapter(name)
+        self.global_version = None
 
     def set_personal(self, path: Path, tag: str) -> None:
         self._swap(PERSONAL, path, f"{PERSONAL}-{tag}")

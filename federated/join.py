@@ -9,9 +9,14 @@ the pinned CA and proves itself with its key; a key the operator never
 admitted is turned away by the SuperLink (Flower's exit code 305), and `join`
 says so. Its ClientApp trains on this device's store (`store` node config)
 and sends only the adapter update. Between rounds `join` asks the registry
-for the newest version; a version that fails a check is refused and the
-device keeps the one it has (device_sync.py). The agent swaps a fetched
-version into its running engine (`tidings.device.fleet`).
+which version the operator's signed rollout assigns this device (the canary
+or the promoted one) and fetches it; a version that fails a check is refused
+and the device keeps the one it has (device_sync.py). The agent swaps it into
+its running engine (`tidings.device.fleet`). `join` also reports, for the
+version running, how many summaries the model was asked for and how many of
+its drafts the validators accepted, and how many replies were sent and how
+many as drafted: counts since the last report, with no id and no text
+(server/rollout.py decides from them).
 
 Everything lives in the device dir: node-key(.pub), operator.pub,
 operator-ca.crt, global/NNNN/ (fetched versions), train/ (the ClientApp's
@@ -20,20 +25,25 @@ checkpoint), flwr-home/ and logs/.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tidings.device.store import Store
 from tidings.federated.device_sync import (
     OPERATOR_CA,
+    HttpsRegistry,
     IntegrityError,
     LocalVersion,
     RegistryUnreachable,
+    current_version,
     fetch_newest,
-    local_versions,
+    open_registry,
 )
 from tidings.server.credentials import make_node_key
 from tidings.server.operator import BIN, flower_env, spawn, stop
@@ -41,6 +51,9 @@ from tidings.server.operator import BIN, flower_env, spawn, stop
 log = logging.getLogger("tidings")
 # flower-supernode exits 1 but logs Flower's exit code 305 when the SuperLink does not know its key.
 NOT_ADMITTED = "Exit Code: 305"
+
+
+HEALTH_MARK = "health-mark.json"  # which summaries and replies were already reported, for which version
 
 
 class JoinError(RuntimeError):
@@ -82,8 +95,9 @@ class DeviceNode:
                      Path(self.device_dir))
 
     def fetch(self) -> LocalVersion | None:
-        """The newest published version, if it is new and passes every check; None otherwise (reason logged)."""
-        have = max((v.version for v in local_versions(self.device_dir)), default=-1)
+        """The version the rollout assigns this device, if it changed and passes every check; else None."""
+        running = current_version(self.device_dir)
+        have = running.version if running else -1
         try:
             local = fetch_newest(self.registry, self.device_dir, base_sha256=self.base_sha256)
         except FileNotFoundError:
@@ -101,6 +115,30 @@ class DeviceNode:
         log.warning("adapter version %d (round %d) fetched and verified", local.version, local.round)
         return local
 
+    def report_health(self) -> bool:
+        """Tell the registry how the running version does here: counts since the last report, nothing else."""
+        running = current_version(self.device_dir)
+        source = open_registry(self.registry, self.device_dir)
+        if running is None or not isinstance(source, HttpsRegistry):
+            return False
+        mark_path = Path(self.device_dir) / HEALTH_MARK
+        previous = json.loads(mark_path.read_text()) if mark_path.is_file() else None
+        with Store(self.store) as store:
+            counts = store.adapter_health(previous["summary"] if previous else 0,
+                                          previous["example"] if previous else 0)
+        mark = {"version": running.version, "summary": counts.pop("last_summary"),
+                "example": counts.pop("last_example")}
+        # What happened before the swap is the previous version's: only a full window under one version counts.
+        fresh = previous is not None and previous["version"] == running.version
+        if fresh and (counts["summaries"] or counts["replies"]):
+            try:
+                source.report_health({"version": running.version, **counts})
+            except RegistryUnreachable as exc:
+                self._problem(f"health report not sent: {exc}")
+                return False
+        _write_json(mark_path, mark)
+        return fresh
+
     def _problem(self, text: str) -> None:
         if text != self._last_problem:
             log.warning("%s", text)
@@ -117,6 +155,7 @@ class DeviceNode:
             while supernode.poll() is None:
                 if time.monotonic() >= next_fetch:
                     self.fetch()
+                    self.report_health()
                     next_fetch = time.monotonic() + self.poll_seconds
                 if stop_event.wait(1.0):
                     return
@@ -132,3 +171,9 @@ class DeviceNode:
             return (f"the SuperLink at {self.superlink} does not know this device's key: ask the operator to "
                     f"admit it (`tidings federation admit {device_key(self.device_dir)[1]}`)")
         return f"the SuperNode exited ({code}); see {self.logs / 'supernode.log'}"
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """The operator's machine: a SuperLink for the rounds and an HTTPS registry for the versions devices download.
 
-    tidings federation serve    SuperLink (TLS, SuperNode auth) and the registry endpoint; runs until stopped
+    tidings federation serve    SuperLink (TLS, SuperNode auth), the registry endpoint and the canary rollout
+                                (rollout.py); runs until stopped
     tidings federation admit    register a device's public key: only admitted devices may join
     tidings federation run      submit the app (ServerApp + ClientApp) with `flwr run`, wait for it to end
     tidings federation status   rounds, devices, ε, versions (status.py)
@@ -34,6 +35,7 @@ from pathlib import Path
 from tidings.server.credentials import make_tls
 from tidings.server.registry import AdapterRegistry
 from tidings.server.registry_http import RegistryServer
+from tidings.server.rollout import Rollout, RolloutPolicy
 from tidings.server.settings import FederationSettings
 
 CONNECTION = "tidings"
@@ -84,6 +86,7 @@ class Operator:
     host: str = "127.0.0.1"
     port: int = 39400
     registry_port: int = 39450
+    rollout: RolloutPolicy = RolloutPolicy()
 
     @property
     def root(self) -> Path:
@@ -136,7 +139,8 @@ class Operator:
         self.root.mkdir(parents=True, exist_ok=True)
         tls = self.tls()
         registry = AdapterRegistry(self.state_dir)
-        endpoint = RegistryServer(registry, self.host, self.registry_port, tls["cert"], tls["key"])
+        rollout = Rollout(registry, self.rollout)
+        endpoint = RegistryServer(registry, self.host, self.registry_port, tls["cert"], tls["key"], rollout)
         superlink = self.start_superlink()
         try:
             self._wait_for(superlink, deadline_s)
@@ -145,6 +149,8 @@ class Operator:
             _write_json(self.serving_file, asdict(serving))
             on_ready(serving)
             while not stop_event.wait(1.0):
+                rollout.sync()
+                rollout.decide()
                 if superlink.poll() is not None:
                     raise OperatorError(f"the SuperLink exited ({superlink.returncode}); see "
                                         f"{self.logs / 'superlink.log'}")

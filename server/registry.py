@@ -5,6 +5,10 @@
     STATE/versions/0003/version.json   round, metrics, privacy history and ε, sha256 of both files, base model
     STATE/versions/0003/version.sig    the operator's Ed25519 signature of version.json (server/signing.py)
 
+A version the quality gate rejected (quality_gate.py) is kept in the same
+sequence, marked `rejected` with its figures: never listed for devices, never
+started from, but its round and privacy spent count.
+
 Versions are append-only and each is written into a temporary directory,
 fsynced, and renamed into place, so a crash leaves either the whole version
 or none. The newest version is both what devices fetch and what a restarted
@@ -46,6 +50,8 @@ class Version:
     delta: float = 1e-5
     rolled_back_to: int | None = None
     base_sha256: str = ""  # the base model GGUF the adapter is for; devices on another base refuse it
+    rejected: bool = False  # failed the quality gate: kept, never offered to devices
+    gate: dict = field(default_factory=dict)  # the quality gate's verdict (quality_gate.py)
 
     @property
     def adapter_spec(self) -> AdapterSpec:
@@ -77,7 +83,17 @@ class AdapterRegistry:
                 found.append(Version(**json.loads(meta.read_text())))
         return found
 
+    def published(self) -> list[Version]:
+        """The versions devices may run: every version the quality gate did not reject."""
+        return [v for v in self.versions() if not v.rejected]
+
     def newest(self) -> Version | None:
+        """The newest published version: what devices fetch and the next round starts from."""
+        published = self.published()
+        return published[-1] if published else None
+
+    def latest(self) -> Version | None:
+        """The newest version, rejected or not: where the round count and the privacy spent stand."""
         versions = self.versions()
         return versions[-1] if versions else None
 
@@ -95,8 +111,8 @@ class AdapterRegistry:
 
     def publish(self, arrays: Arrays, spec: AdapterSpec, layout: str, *, round: int, metrics: dict,
                 privacy_history: list, epsilon: float, delta: float, rolled_back_to: int | None = None,
-                base_sha256: str | None = None) -> Version:
-        newest = self.newest()
+                base_sha256: str | None = None, rejected: bool = False, gate: dict | None = None) -> Version:
+        newest = self.latest()
         if base_sha256 is None:
             base_sha256 = self.base_sha256 or (newest.base_sha256 if newest else "")
         number = newest.version + 1 if newest else 0
@@ -108,7 +124,8 @@ class AdapterRegistry:
         version = Version(version=number, round=round, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           sha256=sha256_file(tmp / "adapter.gguf"), arrays_sha256=sha256_file(tmp / "adapter.npz"),
                           layout=layout, spec=asdict(spec), metrics=metrics, privacy_history=privacy_history,
-                          epsilon=epsilon, delta=delta, rolled_back_to=rolled_back_to, base_sha256=base_sha256)
+                          epsilon=epsilon, delta=delta, rolled_back_to=rolled_back_to, base_sha256=base_sha256,
+                          rejected=rejected, gate=gate or {})
         manifest = json.dumps(asdict(version), indent=2).encode()
         (tmp / "version.json").write_bytes(manifest)
         (tmp / SIGNATURE).write_bytes(self.key.sign(manifest))
@@ -121,10 +138,12 @@ class AdapterRegistry:
 
     def rollback(self, to: int) -> Version:
         """Publish version `to` again as the newest (keeping the round count and the privacy spent)."""
-        target, newest = self.get(to), self.newest()
+        target, newest = self.get(to), self.latest()
+        if target.rejected:
+            raise ValueError(f"version {to} was rejected by the quality gate: it cannot be published")
         return self.publish(self.arrays(to), target.adapter_spec, target.layout, round=newest.round, metrics={"rolled_back_to": to},
                             privacy_history=newest.privacy_history, epsilon=newest.epsilon, delta=newest.delta,
-                            rolled_back_to=to, base_sha256=target.base_sha256)
+                            rolled_back_to=to, base_sha256=target.base_sha256, gate=target.gate)
 
     def verify(self, version: int) -> bool:
         meta = self.get(version)

@@ -38,10 +38,20 @@ class FederationSettings:
     secagg_shares: int = 3
     secagg_threshold: int = 2
     dp: bool = True
+    # Central DP's noise on the mean (std z*C/m) wrecks the adapter below this many devices per
+    # round (bench/dp_utility.py); there DP is not applied, with a warning, and ε is infinite.
+    dp_min_clients: int = 100
     noise_multiplier: float = 1.0
     clipping_norm: float = 1.0
     delta: float = 1e-5
     compression: str = "int8"  # without SecAgg+: "none", "fp16" or "int8"
+    # The quality gate (quality_gate.py): a candidate is published only within these of its references.
+    gate: bool = True
+    gate_dialogues: int = 20  # SAMSum validation dialogues training holds out
+    gate_threads: int = 40  # wearer dev suite threads
+    gate_rouge_tolerance: float = 1.0
+    gate_faithful_tolerance: float = 0.0
+    gate_complete_tolerance: float = 0.05
     # Largest accepted update norm when DP is off (with DP the clipping norm is the bound).
     max_update_norm: float = 20.0
     seed: int = 0
@@ -71,6 +81,10 @@ class FederationSettings:
 
     def with_(self, **changes) -> FederationSettings:
         return replace(self, **changes)
+
+    @property
+    def dp_applied(self) -> bool:
+        return self.dp and self.clients_per_round >= self.dp_min_clients
 
     @property
     def state_path(self) -> Path:

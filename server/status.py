@@ -28,7 +28,8 @@ def read_rounds(state_dir: Path) -> list[dict]:
 
 def collect(state_dir: Path, nodes: list[dict] | None) -> Status:
     versions = [{"version": v.version, "round": v.round, "created": v.created, "sha256": v.sha256,
-                 "epsilon": v.epsilon, "rolled_back_to": v.rolled_back_to, "metrics": v.metrics}
+                 "epsilon": v.epsilon, "rolled_back_to": v.rolled_back_to, "metrics": v.metrics,
+                 "rejected": v.rejected, "gate": v.gate}
                 for v in AdapterRegistry(state_dir).versions()]
     return Status(read_rounds(state_dir), versions, nodes)
 
@@ -42,7 +43,7 @@ def render(status: Status) -> str:
                  f"{'version':>7} {'upload/client':>13} {'seconds':>7}")
     for r in status.rounds:
         loss = f"{r['train_loss']:.3f}" if r.get("train_loss") is not None else "-"
-        eps = f"{r['epsilon']:.2f}" if r.get("epsilon") is not None else "off"
+        eps = f"{r['epsilon']:.2f}" if r.get("epsilon") is not None else "∞ (no DP)"
         lines.append(f"{r['round']:>5} {r['clients']:>7} {r['failures']:>6} {r['rejected']:>8} {loss:>7} {eps:>8} "
                      f"{r['adapter_version']:>7} {r['upload_bytes_per_client'] / 1e6:>11.3f}MB {r['seconds']:>7}")
         for rejection in r.get("rejections", []):
@@ -50,8 +51,13 @@ def render(status: Status) -> str:
     lines.append("versions:")
     for v in status.versions:
         note = f" (rollback to {v['rolled_back_to']})" if v["rolled_back_to"] is not None else ""
+        eps = f"{v['epsilon']:.2f}" if v["epsilon"] >= 0 else "∞ (no DP)"
+        candidate = (v.get("gate") or {}).get("candidate")
+        figures = (f" ROUGE-L {candidate['rouge_l']:.2f} faithful {100 * candidate['faithful_rate']:.0f}% "
+                   f"complete {100 * candidate['complete_rate']:.0f}%") if candidate else ""
+        verdict = " REJECTED: " + "; ".join(v["gate"]["reasons"]) if v.get("rejected") else ""
         lines.append(f"  v{v['version']} round {v['round']} {v['created']} sha256 {v['sha256'][:12]}… "
-                     f"ε {v['epsilon']:.2f}{note}")
+                     f"ε {eps}{figures}{note}{verdict}")
     return "\n".join(lines)
 
 

@@ -4,8 +4,9 @@ The operator serves on 127.0.0.2 (`tidings federation serve`: SuperLink with
 TLS and SuperNode auth, and the HTTPS registry); each device runs
 `tidings federation join` from its own state on 127.0.0.3, .4 and .5, with
 its own SuperNode key, which the operator admitted. A fourth device that was
-never admitted is turned away. Two rounds with SecAgg+ and DP, the real model
-and real LoRA training (one step per device), publish signed versions; each
+never admitted is turned away. Two rounds with SecAgg+, the real model and
+real LoRA training (one step per device), pass the quality gate and publish
+signed versions; each
 device fetches the newest over HTTPS (the certificate checked against the
 operator CA it pinned), verifies it and its agent hot-swaps it into the
 engine. A version tampered with after signing is refused by every device.
@@ -104,7 +105,9 @@ def test_operator_and_devices_on_separate_addresses_train_publish_verify_and_hot
     operator = Operator(operator_dir, host=OPERATOR_HOST, port=_free_port(OPERATOR_HOST),
                         registry_port=_free_port(OPERATOR_HOST))
     addressing = ["--state-dir", str(operator_dir), "--host", OPERATOR_HOST, "--port", str(operator.port)]
-    serve = _spawn(None, ["federation", "serve", *addressing, "--registry-port", str(operator.registry_port)],
+    # Every version to every device at once: the canary rollout has its own test (test_federated_device.py).
+    serve = _spawn(None, ["federation", "serve", *addressing, "--registry-port", str(operator.registry_port),
+                          "--canary-fraction", "0"],
                    tmp_path / "serve.log", tmp_path)
     canaries = [f"CANARY-{uuid.uuid4().hex}" for _ in range(3)]
     stores = [_device_store(tmp_path / f"device-{i}" / "tidings.db", c) for i, c in enumerate(canaries)]
@@ -145,14 +148,21 @@ def test_operator_and_devices_on_separate_addresses_train_publish_verify_and_hot
 
         settings = FederationSettings(state_dir=str(operator_dir.resolve()), rounds=2, clients_per_round=3,
                                       min_available=3, local_steps=1, max_examples=4, max_seq_tokens=256,
-                                      batch_tokens=256, threads=1)
-        assert settings.secagg and settings.dp  # the deployment defaults
+                                      batch_tokens=256, threads=1,
+                                      # A smoke-sized gate: on 4 dialogues one flipped word moves ROUGE-L by a
+                                      # point, so the tolerance is wider than the default's 1.0 on 20.
+                                      gate_dialogues=4, gate_threads=6, gate_rouge_tolerance=5.0)
+        # The deployment defaults: SecAgg+ and the quality gate; DP is asked for, but 3 devices a round are too
+        # few for its noise (dp_min_clients), so it is not applied and ε is infinite.
+        assert settings.secagg and settings.gate and settings.dp and not settings.dp_applied
         assert operator.run(settings)["status"] == "finished:completed"
 
         registry = AdapterRegistry(operator_dir)
-        assert [(v.version, v.round) for v in registry.versions()] == [(0, 0), (1, 1), (2, 2)]
+        versions = registry.versions()
+        assert [(v.version, v.round, v.rejected) for v in versions] == [(0, 0, False), (1, 1, False), (2, 2, False)]
+        assert all(v.gate["passed"] and v.gate["candidate"]["dialogues"] == 4 for v in versions[1:])
         assert not arrays_equal(registry.arrays(0), registry.arrays(2))
-        assert 0 < registry.get(1).epsilon < registry.get(2).epsilon
+        assert registry.get(2).epsilon == -1.0
         devices = [store.parent / "federation-device" for store in stores]
         _wait(lambda: all(local_versions(d) and local_versions(d)[-1].version == 2 for d in devices),
               "every device to fetch version 2")

@@ -186,7 +186,9 @@ def test_a_version_the_operator_did_not_publish_is_refused_and_the_device_keeps_
     attack(registry)
     with pytest.raises(IntegrityError, match=refusal):
         fetch_newest(registry.root, device, base_sha256=base)
-    assert sorted(p.name for p in (device / "global").iterdir()) == ["0000"]  # only what it had, nothing half-copied
+    # Only what it had, nothing half-copied, and still the version it runs.
+    assert sorted(p.name for p in (device / "global").iterdir()) == ["0000", "current.json"]
+    assert json.loads((device / "global" / "current.json").read_text()) == {"version": 0}
 
 
 def test_a_replayed_older_version_is_refused(embedded_model, tmp_path: Path):
@@ -200,7 +202,7 @@ def test_a_replayed_older_version_is_refused(embedded_model, tmp_path: Path):
     _replay_older(registry)  # version 2's folder now holds version 0, with version 0's true signature
     with pytest.raises(IntegrityError, match="older than version 1 on this device: a replayed version"):
         fetch_newest(registry.root, device, base_sha256=base)
-    assert sorted(p.name for p in (device / "global").iterdir()) == ["0001"]
+    assert sorted(p.name for p in (device / "global").iterdir()) == ["0001", "current.json"]
 
 
 def test_a_version_for_another_base_model_or_without_enrolment_is_refused(embedded_model, tmp_path: Path):
@@ -283,3 +285,95 @@ def test_versions_are_fetched_over_https_only_from_the_pinned_operator_ca(embedd
         endpoint.close()
     with pytest.raises(RegistryUnreachable, match="cannot reach the registry"):
         fetch_newest(endpoint.url, device, base_sha256=base)
+
+
+def _summaries(store_path: Path, sources: list[str]) -> None:
+    with Store(store_path) as store:
+        for i, source in enumerate(sources):
+            store.record_summary(f"t{i}", [], {"source": source, "summary": "..."})
+
+
+def test_a_canary_with_bad_health_is_rolled_back_and_a_healthy_one_promoted(embedded_model, tmp_path: Path):
+    from tidings.federated.device_sync import (RegistryUnreachable, current_version, in_canary, open_registry,
+                                               pin_operator_ca)
+    from tidings.federated.join import DeviceNode
+    from tidings.server.credentials import make_tls
+    from tidings.server.registry_http import RegistryServer
+    from tidings.server.rollout import Rollout, RolloutPolicy
+
+    registry = _signed_registry(embedded_model, tmp_path / "server", versions=1)
+    rollout = Rollout(registry, RolloutPolicy(fraction=0.5, min_summaries=10, tolerance=0.05))
+    rollout.sync()
+    assert (rollout.state.promoted, rollout.state.canary) == (0, None)
+    tls = make_tls(tmp_path / "server" / "tls", hosts=("127.0.0.2",))
+    endpoint = RegistryServer(registry, "127.0.0.2", 0, tls["cert"], tls["key"], rollout).start()
+    base = embedded_model.spec.sha256
+    devices = []
+    try:
+        for i in range(8):
+            folder = tmp_path / f"device-{i}" / "federation-device"
+            folder.mkdir(parents=True)
+            (folder / "canary-secret").write_bytes(bytes([i]) * 32)  # fixed draws: the test cannot flip
+            pin_operator_key(folder, registry.public_key_pem)
+            pin_operator_ca(folder, tls["ca"].read_bytes())
+            node = DeviceNode(folder, folder.parent / "tidings.db", "unused:0", endpoint.url, base)
+            assert node.fetch().version == 0
+            node.report_health()  # the first call only marks where this version's window starts
+            devices.append(node)
+
+        def publish_candidate() -> int:
+            _signed_registry(embedded_model, registry.root, versions=1)  # one more signed version
+            rollout.sync()
+            return registry.newest().version
+
+        first_rollout = rollout.signed()
+        canary = publish_candidate()
+        assert (rollout.state.promoted, rollout.state.canary, rollout.state.fraction) == (0, canary, 0.5)
+        took = [node.fetch() is not None for node in devices]
+        assert took == [in_canary(node.device_dir, canary, 0.5) for node in devices]
+        assert 0 < sum(took) < len(devices)  # some devices run the canary, the others stay on version 0
+        for node, on_canary in zip(devices, took):
+            assert current_version(node.device_dir).version == (canary if on_canary else 0)
+            node.report_health()  # a new version on the canary devices: their window starts now
+
+        for node, on_canary in zip(devices, took):  # the canary's drafts fail the validators far more often
+            _summaries(node.store, ["fallback"] * 4 + ["model"] if on_canary else ["model"] * 4 + ["fallback"])
+            node.report_health()
+        assert rollout.health[str(canary)]["summaries"] == 5 * sum(took)
+        assert rollout.health[str(canary)]["accepted_summaries"] == sum(took)
+        assert rollout.decide() == "rolled back"
+        restored = registry.newest()
+        assert restored.rolled_back_to == 0 and arrays_equal(registry.arrays(restored.version), registry.arrays(0))
+        assert (rollout.state.promoted, rollout.state.canary) == (restored.version, None)
+        assert rollout.state.withdrawn[0]["version"] == canary and rollout.state.withdrawn[0]["reasons"]
+        for node in devices:  # every device, the canary ones too, moves on to the restored adapter
+            node.fetch()
+            assert current_version(node.device_dir).version == restored.version
+
+        healthy = publish_candidate()
+        took = [node.fetch() is not None for node in devices]
+        assert any(took) and rollout.state.canary == healthy
+        for node in devices:
+            node.report_health()
+            _summaries(node.store, ["model"] * 4 + ["fallback"])
+            node.report_health()
+        assert rollout.decide() == "promoted"
+        assert (rollout.state.promoted, rollout.state.canary) == (healthy, None)
+        for node in devices:
+            node.fetch()
+            assert current_version(node.device_dir).version == healthy
+
+        with pytest.raises(RegistryUnreachable, match="400"):  # a report no device could have made is turned away
+            open_registry(endpoint.url, devices[0].device_dir).report_health(
+                {"version": healthy, "summaries": 1, "accepted_summaries": 5, "replies": 0, "accepted_replies": 0})
+        manifest, signature = registry.root / "rollout.json", registry.root / "rollout.sig"
+        manifest.write_bytes(first_rollout[0])  # the operator's first rollout, validly signed, served again
+        signature.write_bytes(first_rollout[1])
+        with pytest.raises(IntegrityError, match="a replayed rollout"):
+            fetch_newest(endpoint.url, devices[0].device_dir, base_sha256=base)
+        # The served rollout is now one the operator never signed.
+        manifest.write_bytes(manifest.read_bytes().replace(b'"canary": null', b'"canary": 0'))
+        with pytest.raises(IntegrityError, match="rollout is not signed"):
+            fetch_newest(endpoint.url, devices[0].device_dir, base_sha256=base)
+    finally:
+        endpoint.close()

@@ -57,8 +57,8 @@ def misbehaving_mod(msg: Message, context: Context, call_next) -> Message:
 def test_rounds_reject_bad_updates_survive_a_dropout_and_publish_versions(tmp_path: Path, caplog):
     caplog.set_level(logging.WARNING, logger="tidings")
     settings = FederationSettings(state_dir=str(tmp_path / "state"), rounds=2, clients_per_round=3, min_available=3,
-                                  secagg=False, dp=True, noise_multiplier=0.1, clipping_norm=1.0,
-                                  compression="int8", **TINY)
+                                  secagg=False, dp=True, dp_min_clients=1, noise_multiplier=0.1,
+                                  clipping_norm=1.0, compression="int8", gate=False, **TINY)
     app = ClientApp(client_fn=client_fn, mods=[misbehaving_mod, privacy_mod])
     records = simulate(settings, devices=3, client_app=app)
 
@@ -90,7 +90,7 @@ def test_rounds_reject_bad_updates_survive_a_dropout_and_publish_versions(tmp_pa
 def test_a_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path):
     state = tmp_path / "state"
     command = [sys.executable, "-m", "tidings.device.cli", "federation", "simulate", "--devices", "3", "--rounds", "2",
-               "--no-secagg", "--local-steps", "1", "--state-dir", str(state), "--json"]
+               "--no-secagg", "--no-gate", "--dp-min-clients", "1", "--local-steps", "1", "--state-dir", str(state), "--json"]
     env = {**os.environ, "TIDINGS_CONFIG": str(REPO / "tidings.toml")}
     first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
     line = next(text for text in first.stdout if text.startswith("{"))  # blocks until round 1 is published
@@ -106,3 +106,38 @@ def test_a_killed_server_resumes_from_its_last_checkpoint(tmp_path: Path):
     assert rounds[0]["adapter_version"] == 2
     assert [v.round for v in AdapterRegistry(state).versions()] == [0, 1, 2]
     assert rounds[0]["epsilon"] > json.loads(line)["epsilon"]  # the privacy spent keeps counting
+
+
+def test_a_round_that_regresses_is_kept_rejected_and_devices_stay_on_the_last_good_version(tmp_path: Path):
+    from tidings.federated.device_sync import fetch_newest, pin_operator_key
+    from tidings.federated.task import embedded_model
+
+    gate = dict(gate=True, gate_dialogues=4, gate_threads=6)
+    # An absurd learning rate, and no bound on the update that could catch it before the gate does.
+    settings = FederationSettings(state_dir=str(tmp_path / "state"), rounds=1, clients_per_round=3, min_available=3,
+                                  secagg=False, dp=False, learning_rate=5.0, max_update_norm=1e9, **TINY, **gate)
+    [record] = simulate(settings, devices=3)
+
+    assert record.clients == 3 and record.rejected == 0  # every update arrived and was well-formed
+    assert not record.published and record.adapter_version == 0 and record.candidate_version == 1
+    verdict = record.gate
+    assert not verdict["passed"] and verdict["reasons"]
+    task = verdict["references"]["the task adapter alone"]
+    assert verdict["candidate"]["rouge_l"] < task["rouge_l"] - 1.0  # it really is worse, not a tolerance quirk
+    assert (task["dialogues"], task["threads"]) == (4, 6)
+
+    registry = AdapterRegistry(tmp_path / "state")
+    assert [(v.version, v.rejected) for v in registry.versions()] == [(0, False), (1, True)]
+    assert registry.newest().version == 0 and registry.latest().round == 1
+    assert registry.get(1).gate["candidate"] == verdict["candidate"]  # kept with its figures
+    device = tmp_path / "device"
+    pin_operator_key(device, registry.public_key_pem)
+    assert fetch_newest(registry.root, device, base_sha256=embedded_model().spec.sha256).version == 0
+    with pytest.raises(ValueError, match="rejected by the quality gate"):
+        registry.rollback(to=1)
+
+    # The next round starts from the last good version, and its figures are cached for later rounds.
+    cached = sorted(p.name for p in (tmp_path / "state" / "gate").iterdir())
+    assert cached == ["task-d4-t6.json"]
+    lines = [json.loads(line) for line in (tmp_path / "state" / "rounds.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["published"], r["candidate_version"]) for r in lines] == [(1, False, 1)]
