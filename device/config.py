@@ -184,7 +184,7 @@ class FederationConfig:
     learning_rate: float = 0.002
     secagg: bool = True
     dp: bool = True
-    dp_min_clients: int = 100  # below it DP's noise wrecks the adapter: not applied, ε infinite
+    dp_min_clients: int = 1000  # below it DP's noise wrecks the adapter: not applied, ε infinite
     noise_multiplier: float = 1.0
     clipping_norm: float = 1.0
     delta: float = 1e-05

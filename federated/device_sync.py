@@ -255,6 +255,8 @@ def fetch_newest(registry: str | Path, device_dir: Path, *, base_sha256: str) ->
     if not published:
         raise FileNotFoundError(f"no published adapter version in {registry}")
     rollout = source.rollout()
+    if rollout is None and (Path(device_dir) / ROLLOUT_SERIAL).is_file():
+        raise IntegrityError("the registry no longer serves the signed rollout this device follows: refused")
     number = assigned_version(rollout, key, device_dir) if rollout is not None else published[-1]
     manifest = source.read(number, "version.json")
     try:

@@ -40,7 +40,7 @@ class FederationSettings:
     dp: bool = True
     # Central DP's noise on the mean (std z*C/m) wrecks the adapter below this many devices per
     # round (bench/dp_utility.py); there DP is not applied, with a warning, and ε is infinite.
-    dp_min_clients: int = 100
+    dp_min_clients: int = 1000
     noise_multiplier: float = 1.0
     clipping_norm: float = 1.0
     delta: float = 1e-5

@@ -48,6 +48,9 @@ def render(status: Status) -> str:
                      f"{r['adapter_version']:>7} {r['upload_bytes_per_client'] / 1e6:>11.3f}MB {r['seconds']:>7}")
         for rejection in r.get("rejections", []):
             lines.append(f"        rejected node {rejection['client']}: {rejection['reason']}")
+        if r.get("gate") and not r["gate"]["passed"]:
+            lines.append(f"        candidate version {r['candidate_version']} not published (quality gate): "
+                         + "; ".join(r["gate"]["reasons"]))
     lines.append("versions:")
     for v in status.versions:
         note = f" (rollback to {v['rolled_back_to']})" if v["rolled_back_to"] is not None else ""

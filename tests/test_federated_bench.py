@@ -72,7 +72,13 @@ def test_a_tiny_run_reports_every_configuration(tmp_path: Path, capsys):
     assert report["round_seconds_p50"]["federated"] > 0
 
     goals = report["goals"]
-    assert set(goals) == {"rougeL_gap", "upload", "upload_secagg_plus"}
+    assert set(goals) == {"default_within_1_rougeL_of_task_adapter", "rougeL_gap", "upload", "upload_secagg_plus"}
+    # Two devices a round are far below dp_min_clients: the defaults run without DP, and the goal judges that.
+    assert report["default_configuration"]["configuration"] == "federated"
+    default = goals["default_within_1_rougeL_of_task_adapter"]
+    assert default["value"] == pytest.approx(report["results"]["baseline"]["rougeL"]
+                                             - report["results"]["federated"]["rougeL"])
+    assert default["met"] == (default["value"] <= 1.0)
     assert goals["upload"]["met"] is True and goals["upload_secagg_plus"]["met"] is True
     assert goals["rougeL_gap"]["met"] == (abs(report["comparisons"]["federated_minus_central"]["rougeL"]) <= 1.0)
 
