@@ -92,6 +92,8 @@ def cmd_serve(args, config: Config) -> int:
     import signal
     import threading
 
+    from tidings.server.operator import OperatorError
+
     operator = _operator(args, config)
     stop_event = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -103,22 +105,50 @@ def cmd_serve(args, config: Config) -> int:
               f"{serving.registry_url}\n  devices enrol with {tls} and {operator.state_dir / 'keys' / 'signing.pub'};"
               f" admit each with `tidings federation admit DEVICE.pub`; Ctrl-C stops", file=sys.stderr, flush=True)
 
-    operator.serve(stop_event, on_ready=ready)
+    try:
+        operator.serve(stop_event, on_ready=ready)
+    except (OperatorError, OSError) as exc:
+        print(f"tidings: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
+def _served(operator) -> bool:
+    if operator.serving() is None:
+        print(f"tidings: error: nothing is served from {operator.state_dir}: start `tidings federation serve` "
+              "there first", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_admit(args, config: Config) -> int:
+    from tidings.server.operator import OperatorError
+
     operator = _operator(args, config)
+    if not _served(operator):
+        return 2
     for key in args.public_key:
-        operator.admit(key)
+        try:
+            operator.admit(key)
+        except OperatorError as exc:
+            print(f"tidings: error: {exc}", file=sys.stderr)
+            return 2
         print(f"tidings: admitted the device with key {key}", file=sys.stderr)
     return 0
 
 
 def cmd_run(args, config: Config) -> int:
+    from tidings.server.operator import OperatorError
+
     operator = _operator(args, config)
+    if not _served(operator):
+        return 2
     settings = settings_from(config.federation, operator.state_dir, **_overrides(args))
-    record = operator.run(settings)
+    try:
+        record = operator.run(settings)
+    except OperatorError as exc:
+        print(f"tidings: error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"run_id": record.get("run-id"), "status": record.get("status"),
                       "elapsed": record.get("elapsed")}))
     return 0 if record.get("status") == "finished:completed" else 1
@@ -197,6 +227,7 @@ def cmd_join(args, config: Config) -> int:
     import signal
     import threading
 
+    from tidings.federated.device_sync import OPERATOR_CA
     from tidings.federated.join import DeviceNode, JoinError
 
     fed = config.federation
@@ -208,6 +239,10 @@ def cmd_join(args, config: Config) -> int:
     node = DeviceNode(device_dir(config), config.store.path, superlink, _registry(args, config),
                       base_sha256=_base_sha256(config), host=args.host or fed.device_host,
                       port=args.port or fed.device_port, poll_seconds=args.poll or fed.poll_seconds)
+    if not (device_dir(config) / OPERATOR_CA).is_file():
+        print(f"tidings: error: this device has not enrolled with an operator ({device_dir(config)}): "
+              "`tidings federation enroll --operator-key signing.pub --ca ca.crt` first", file=sys.stderr)
+        return 2
     stop_event = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_event.set())

@@ -377,3 +377,21 @@ def test_a_canary_with_bad_health_is_rolled_back_and_a_healthy_one_promoted(embe
             fetch_newest(endpoint.url, devices[0].device_dir, base_sha256=base)
     finally:
         endpoint.close()
+
+
+def test_operator_and_device_commands_say_what_is_missing_instead_of_failing(tmp_path: Path):
+    import subprocess
+    import sys
+
+    def tidings(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tidings.device.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+
+    for command in (["federation", "admit", "--state-dir", str(tmp_path / "op"), str(tmp_path / "k.pub")],
+                    ["federation", "run", "--state-dir", str(tmp_path / "op")]):
+        done = tidings(*command)
+        assert done.returncode == 2 and "nothing is served from" in done.stderr and "Traceback" not in done.stderr
+    done = tidings("--store", str(tmp_path / "d" / "t.db"), "federation", "join", "--superlink", "127.0.0.2:1")
+    assert done.returncode == 2 and "has not enrolled with an operator" in done.stderr
+    done = tidings("--store", str(tmp_path / "d" / "t.db"), "federation", "join")
+    assert done.returncode == 2 and "no SuperLink to join" in done.stderr
