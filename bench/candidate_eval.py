@@ -10,7 +10,7 @@ adapter is stacked on it at the device's scales (AdapterStack) and measured on
   device's own path: a fresh store, the summarizer with wearer Alex, every
   validator and the fallback (`announce_unread`), scored by bench/faithfulness.
 
-    python -m tidings.bench.candidate_eval [--adapter global.gguf] [--dialogues 20] [--threads 40]
+    python -m tidings.bench.candidate_eval [--adapter global.gguf] [--dialogues 65] [--threads 40]
 
 The server's quality gate (server/quality_gate.py) calls `CandidateEvaluator`
 after every round; this command prints the same figures for one adapter.
@@ -47,7 +47,7 @@ class CandidateFigures:
 
 
 class CandidateEvaluator:
-    def __init__(self, dialogues: int = 20, threads: int = 40, n_threads: int = 0, progress: bool = False) -> None:
+    def __init__(self, dialogues: int = 65, threads: int = 40, n_threads: int = 0, progress: bool = False) -> None:
         from rouge_score import rouge_scorer
 
         from tidings.bench.faithfulness import SUITES, load_suite
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tidings.bench.candidate_eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", type=Path, help="a global adapter GGUF (default: the task adapter alone)")
-    parser.add_argument("--dialogues", type=int, default=20, help="SAMSum validation dialogues (default: %(default)s)")
+    parser.add_argument("--dialogues", type=int, default=65, help="SAMSum validation dialogues (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=40, help="wearer dev threads (default: %(default)s)")
     args = parser.parse_args(argv)
     evaluator = CandidateEvaluator(args.dialogues, args.threads, progress=True)

@@ -192,9 +192,9 @@ class FederationConfig:
     # The quality gate: a round's adapter reaches devices only if it does not regress on
     # held-out SAMSum validation (ROUGE-L points) and the wearer dev suite (shares).
     gate: bool = True
-    gate_dialogues: int = 20
+    gate_dialogues: int = 65
     gate_threads: int = 40
-    gate_rouge_tolerance: float = 1.0
+    gate_rouge_tolerance: float = 2.0
     gate_faithful_tolerance: float = 0.0
     gate_complete_tolerance: float = 0.05
     # Canary rollout (operator): a new version goes to this share of devices first, and is promoted

@@ -31,7 +31,7 @@ log = logging.getLogger("tidings")
 
 @dataclass(frozen=True)
 class Tolerance:
-    rouge_l: float = 1.0  # ROUGE-L points
+    rouge_l: float = 2.0  # ROUGE-L points
     faithful_rate: float = 0.0  # a thread summarized unfaithfully is never traded for anything
     complete_rate: float = 0.05
 
