@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from tidings.device.llm.engine import Engine
 from tidings.federated.adapter import AdapterSpec, Arrays, export_gguf, load_arrays, save_arrays
+from tidings.federated.atomic import write_atomically
 from tidings.models.registry import sha256_file
 
 OPERATOR_KEY = "operator.pub"  # in the device dir: the operator's public key, pinned at enrolment
@@ -73,13 +74,16 @@ def pin_operator_key(device_dir: Path, pem: bytes) -> Path:
         raise IntegrityError("not a PEM public key; the operator's is STATE/keys/signing.pub") from None
     if not isinstance(key, Ed25519PublicKey):
         raise IntegrityError("the operator key must be an Ed25519 public key")
-    path = Path(device_dir) / OPERATOR_KEY
+    return _pin(Path(device_dir) / OPERATOR_KEY, pem, "operator key")
+
+
+def _pin(path: Path, pem: bytes, what: str) -> Path:
+    """Trust `pem` from now on; what is pinned is never silently replaced by something else."""
     if path.is_file() and path.read_bytes() != pem:
-        raise IntegrityError(f"this device already trusts another operator key ({path}); remove it to enrol "
+        raise IntegrityError(f"this device already trusts another {what} ({path}); remove it to enrol "
                              "with a new operator")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pem)
-    return path
+    return write_atomically(path, pem)
 
 
 def _pinned_key(device_dir: Path) -> Ed25519PublicKey:
@@ -96,13 +100,7 @@ def pin_operator_ca(device_dir: Path, pem: bytes) -> Path:
         x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise IntegrityError("not a PEM certificate; the operator's CA is STATE/deploy/tls/ca.crt") from None
-    path = Path(device_dir) / OPERATOR_CA
-    if path.is_file() and path.read_bytes() != pem:
-        raise IntegrityError(f"this device already trusts another operator CA ({path}); remove it to enrol "
-                             "with a new operator")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pem)
-    return path
+    return _pin(Path(device_dir) / OPERATOR_CA, pem, "operator CA")
 
 
 class RegistryUnreachable(RuntimeError):
@@ -206,10 +204,7 @@ def device_secret(device_dir: Path) -> bytes:
     path = Path(device_dir) / DEVICE_SECRET
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(os.urandom(32))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_atomically(path, os.urandom(32), mode=0o600)
     return path.read_bytes()
 
 
@@ -288,7 +283,7 @@ def fetch_newest(registry: str | Path, device_dir: Path, *, base_sha256: str) ->
         (tmp / SIGNATURE).write_bytes(source.read(number, SIGNATURE))
         (tmp / "version.json").write_bytes(manifest)  # last: its presence marks a complete, verified version
         os.replace(tmp, target)
-    _replace_text(Path(device_dir) / GLOBAL / CURRENT, json.dumps({"version": meta["version"]}))
+    write_atomically(Path(device_dir) / GLOBAL / CURRENT, json.dumps({"version": meta["version"]}))
     return LocalVersion(meta["version"], meta["round"], target / "adapter.gguf", target / "adapter.npz")
 
 
@@ -302,11 +297,6 @@ def current_version(device_dir: Path) -> LocalVersion | None:
             return chosen
     return versions[max(versions)] if versions else None
 
-
-def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class AdapterStack:

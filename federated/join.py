@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidings.device.store import Store
+from tidings.federated.atomic import write_atomically
 from tidings.federated.device_sync import (
     OPERATOR_CA,
     HttpsRegistry,
@@ -136,7 +136,7 @@ class DeviceNode:
             except RegistryUnreachable as exc:
                 self._problem(f"health report not sent: {exc}")
                 return False
-        _write_json(mark_path, mark)
+        write_atomically(mark_path, json.dumps(mark))
         return fresh
 
     def _problem(self, text: str) -> None:
@@ -172,8 +172,3 @@ class DeviceNode:
                     f"admit it (`tidings federation admit {device_key(self.device_dir)[1]}`)")
         return f"the SuperNode exited ({code}); see {self.logs / 'supernode.log'}"
 
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)

@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tidings.federated.atomic import write_atomically
 from tidings.server.credentials import make_tls
 from tidings.server.registry import AdapterRegistry
 from tidings.server.registry_http import RegistryServer
@@ -146,7 +147,7 @@ class Operator:
             self._wait_for(superlink, deadline_s)
             endpoint.start()
             serving = Serving(self.host, self.port, endpoint.url, superlink.pid)
-            _write_json(self.serving_file, asdict(serving))
+            write_atomically(self.serving_file, json.dumps(asdict(serving), indent=2))
             on_ready(serving)
             while not stop_event.wait(1.0):
                 rollout.sync()
@@ -249,12 +250,6 @@ def _toml(value) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
 
 
 def _alive(pid: int) -> bool:

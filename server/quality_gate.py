@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tidings.federated.atomic import write_atomically
 from tidings.server.registry import Version
 
 log = logging.getLogger("tidings")
@@ -81,9 +81,7 @@ class QualityGate:
             return json.loads(path.read_text())
         figures = self._evaluate(None)
         self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(figures))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(figures))
         log.warning("quality gate: the task adapter alone scores ROUGE-L %.2f, faithful %.1f%%, complete %.1f%%",
                     figures["rouge_l"], 100 * figures["faithful_rate"], 100 * figures["complete_rate"])
         return figures

@@ -39,10 +39,9 @@ def _handler(registry: AdapterRegistry, rollout: Rollout | None) -> type[BaseHTT
         server_version = "tidings-registry"
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            published = {v.version: v for v in registry.published()}
             if self.path == "/versions":
                 body = json.dumps({"versions": [{"version": v.version, "round": v.round, "sha256": v.sha256}
-                                                for v in published.values()]}).encode()
+                                                for v in registry.published()]}).encode()
                 return self._send(body, "application/json")
             if self.path in ("/rollout.json", "/rollout.sig") and rollout is not None:
                 manifest, signature = rollout.signed()
@@ -50,7 +49,7 @@ def _handler(registry: AdapterRegistry, rollout: Rollout | None) -> type[BaseHTT
                     return self.send_error(HTTPStatus.NOT_FOUND)
                 return self._send(manifest if self.path == "/rollout.json" else signature, "application/octet-stream")
             match = _FILE.match(self.path)
-            if not match or int(match[1]) not in published:
+            if not match or not _published(registry, int(match[1])):
                 return self.send_error(HTTPStatus.NOT_FOUND)
             self._send((registry.dir(int(match[1])) / match[2]).read_bytes(), "application/octet-stream")
 
@@ -78,6 +77,14 @@ def _handler(registry: AdapterRegistry, rollout: Rollout | None) -> type[BaseHTT
             log.debug("registry: %s %s", self.address_string(), format % args)
 
     return RegistryHandler
+
+
+def _published(registry: AdapterRegistry, version: int) -> bool:
+    """One manifest read per file served, not the whole listing."""
+    try:
+        return not registry.get(version).rejected
+    except KeyError:
+        return False
 
 
 class RegistryServer:

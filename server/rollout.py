@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
+from tidings.federated.atomic import write_atomically
 from tidings.server.registry import AdapterRegistry
 
 log = logging.getLogger("tidings")
@@ -77,8 +76,8 @@ class Rollout:
     def _save(self) -> None:
         self.state.serial += 1
         manifest = json.dumps(asdict(self.state), indent=2).encode()
-        _replace(self.registry.root / "rollout.sig", self.registry.key.sign(manifest))
-        _replace(self.path, manifest)  # after its signature: a reader never pairs a new manifest with an old one
+        write_atomically(self.registry.root / "rollout.sig", self.registry.key.sign(manifest))
+        write_atomically(self.path, manifest)  # after its signature: a reader never pairs a new manifest with an old one
 
     def sync(self) -> None:
         """Take up a newly published version: the first one is promoted, later ones start as the canary."""
@@ -113,7 +112,7 @@ class Rollout:
             for name, value in counts.items():
                 tally[name] += value
             tally["reports"] += 1
-            _replace(self.health_path, json.dumps(self.health, indent=2).encode())
+            write_atomically(self.health_path, json.dumps(self.health, indent=2))
 
     def decide(self) -> str | None:
         """Promote or roll back the canary once there is enough health reported; returns what was done."""
@@ -143,8 +142,3 @@ class Rollout:
                         canary, "; ".join(reasons), restored.version, promoted)
             return "rolled back"
 
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
