@@ -31,6 +31,8 @@ command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 command -v pulseaudio >/dev/null || missing+=(pulseaudio)
 command -v pactl >/dev/null || missing+=(pulseaudio-utils)
 compgen -G '/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so' >/dev/null || missing+=(libasound2-plugins)
+# The operator console's browser test drives Debian's Chromium (Playwright cannot download its own here).
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         say "installing system packages: ${missing[*]}"

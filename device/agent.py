@@ -88,7 +88,7 @@ def open_voice_loop(config: Config, store: Store, summarizer: Summarizer, source
     A device in the fleet swaps each newly fetched adapter version in while the loop is idle.
     """
     voice = config.voice
-    fleet = follow_fleet(config, summarizer.engine, TASK_ADAPTER)
+    fleet = follow_fleet(config, summarizer.engine, TASK_ADAPTER, summarizer)
     return VoiceLoop(
         store=store, summarizer=summarizer, composer=ReplyComposer(summarizer.engine),
         tts=open_tts(voice), stt=WhisperStt(threads=voice.stt_threads),

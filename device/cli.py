@@ -79,7 +79,7 @@ def _announcer(as_json: bool, announced: list[ThreadSummary], store: Store):
 def _summarize(args: argparse.Namespace, config: Config) -> list[ThreadSummary]:
     summarizer = open_summarizer(config, use_adapter=not args.no_adapter)
     if not args.no_adapter:
-        follow_fleet(config, summarizer.engine, TASK_ADAPTER)
+        follow_fleet(config, summarizer.engine, TASK_ADAPTER, summarizer)
     announced: list[ThreadSummary] = []
     with Store(config.store.path) as store:
         if args.file is not None:

@@ -188,6 +188,7 @@ class FederationConfig:
     noise_multiplier: float = 1.0
     clipping_norm: float = 1.0
     delta: float = 1e-05
+    epsilon_budget: float = 8.0  # the ε the operator will spend in all: the dashboard shows ε against it
     compression: str = "int8"
     # The quality gate: a round's adapter reaches devices only if it does not regress on
     # held-out SAMSum validation (ROUGE-L points) and the wearer dev suite (shares).

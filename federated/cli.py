@@ -74,18 +74,18 @@ def cmd_simulate(args, config: Config) -> int:
     return 0
 
 
-def _operator(args, config: Config):
+def _operator(args, config: Config, serving_host: bool = True):
+    """`serving_host` False: --host and --port are another server's (the dashboard's), not the SuperLink's."""
     from tidings.server.operator import Operator
-
     from tidings.server.rollout import RolloutPolicy
 
     fed = config.federation
     fraction = getattr(args, "canary_fraction", None)
     policy = RolloutPolicy(fed.canary_fraction if fraction is None else fraction, fed.canary_min_summaries,
                            fed.canary_tolerance)
-    return Operator(_state_dir(args, config), host=getattr(args, "host", None) or fed.host,
-                    port=args.port or fed.port, registry_port=getattr(args, "registry_port", None) or fed.registry_port,
-                    rollout=policy)
+    host, port = (getattr(args, "host", None), args.port) if serving_host else (None, None)
+    return Operator(_state_dir(args, config), host=host or fed.host, port=port or fed.port,
+                    registry_port=getattr(args, "registry_port", None) or fed.registry_port, rollout=policy)
 
 
 def cmd_serve(args, config: Config) -> int:
@@ -129,11 +129,11 @@ def cmd_admit(args, config: Config) -> int:
         return 2
     for key in args.public_key:
         try:
-            operator.admit(key)
+            node_id = operator.admit(key)
         except OperatorError as exc:
             print(f"tidings: error: {exc}", file=sys.stderr)
             return 2
-        print(f"tidings: admitted the device with key {key}", file=sys.stderr)
+        print(f"tidings: admitted the device with key {key} as SuperNode {node_id}", file=sys.stderr)
     return 0
 
 
@@ -256,6 +256,30 @@ def cmd_join(args, config: Config) -> int:
     return 0
 
 
+def cmd_dashboard(args, config: Config) -> int:
+    import secrets
+
+    from tidings.server.dashboard.app import is_loopback, serve
+    from tidings.server.dashboard.snapshot import Console, NoFederationState
+
+    console = Console(_operator(args, config, serving_host=False), config.federation.epsilon_budget)
+    try:
+        console.registry()
+    except NoFederationState as exc:
+        print(f"tidings: error: {exc}", file=sys.stderr)
+        return 2
+    token = args.token or (None if is_loopback(args.host) else secrets.token_urlsafe(24))
+    query = f"?token={token}" if token else ""
+    print(f"tidings: the operator console for {console.state_dir} is on http://{args.host}:{args.port}/{query}"
+          "  (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        serve(console, args.host, args.port, token, verbose=args.verbose)
+    except OSError as exc:
+        print(f"tidings: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_signing_key(args, config: Config) -> int:
     from tidings.server.registry import AdapterRegistry
 
@@ -347,6 +371,18 @@ def add_federation_parser(sub) -> None:
     q.add_argument("--to", type=int, required=True, help="the version to go back to")
     q.set_defaults(func=cmd_rollback)
 
+    q = fsub.add_parser("dashboard", help="operator: a web console of rounds, ε, versions, rollout and devices",
+                        description="Serves the operator's console: rounds, privacy spent, every version with its "
+                        "quality-gate figures and signature, the canary and the devices, updated live; promote, "
+                        "roll back and revoke from the page (each asks first and is logged in "
+                        "STATE/deploy/actions.jsonl). On a non-loopback address it needs a token, printed with "
+                        "the address.")
+    q.add_argument("--state-dir", type=Path, help="operator state (default: [federation] state_dir)")
+    q.add_argument("--host", default="127.0.0.1", help="address to serve the console on (default: %(default)s)")
+    q.add_argument("--port", type=int, default=39480, help="its port (default: %(default)s)")
+    q.add_argument("--token", help="require this token (default: none on loopback, a random one elsewhere)")
+    q.set_defaults(func=cmd_dashboard)
+
     q = fsub.add_parser("signing-key", help="operator: print the public key that signs every published version")
     common(q, rounds=False)
     q.set_defaults(func=cmd_signing_key)
@@ -373,5 +409,5 @@ def add_federation_parser(sub) -> None:
 
     q = fsub.add_parser("personalize", help="device: train the personal adapter on this wearer's data")
     q.add_argument("--registry", help="https://HOST:PORT or a directory (default: [federation] registry)")
-    q.add_argument("--steps", type=int, default=4)
+    q.add_argument("--steps", type=int, help="optimizer steps (default: federated/personal.py PERSONAL_TRAINING)")
     q.set_defaults(func=cmd_personalize)

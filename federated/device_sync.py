@@ -23,6 +23,7 @@ task and global adapters merged below it) and never uploaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ import shutil
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,7 +302,12 @@ def current_version(device_dir: Path) -> LocalVersion | None:
 
 
 class AdapterStack:
-    """Which task/global/personal adapters an engine runs, and at what scales."""
+    """Which task/global/personal adapters an engine runs, and at what scales.
+
+    The wearer's personal adapter is active only for reply drafts (`replying`): it is trained on the
+    replies they sent and nothing gates it, and stacked on summaries it cost them (bench/personalization_bench.py),
+    so summaries stay on the adapters the operator's quality gate measured.
+    """
 
     def __init__(self, engine: Engine, *, task_scale: float = 1.0, global_scale: float = 1.0,
                  personal_scale: float = 1.0) -> None:
@@ -308,9 +315,26 @@ class AdapterStack:
         self.scales = {TASK: task_scale, GLOBAL: global_scale, PERSONAL: personal_scale}
         self.names: dict[str, str] = {}  # role -> loaded adapter name
         self.global_version: int | None = None
+        self.personal_file: tuple[Path, int] | None = None  # (path, mtime_ns) of the loaded personal adapter
+        self._replying = False
 
     def _activate(self) -> None:
-        self.engine.set_adapters({name: self.scales[role] for role, name in self.names.items()})
+        self.engine.set_adapters({name: self.scales[role] for role, name in self.names.items()
+                                  if role != PERSONAL or self._replying})
+
+    @contextlib.contextmanager
+    def replying(self) -> Iterator[None]:
+        """The personal adapter on top for the block (a no-op without one)."""
+        if PERSONAL not in self.names:
+            yield
+            return
+        self._replying = True
+        self._activate()
+        try:
+            yield
+        finally:
+            self._replying = False
+            self._activate()
 
     def set_task(self, path: Path) -> None:
         self._swap(TASK, path, TASK)
@@ -321,14 +345,22 @@ class AdapterStack:
 
     def clear_global(self) -> None:
         """Back to no fleet adapter (the task adapter and the personal one stay)."""
-        name = self.names.pop(GLOBAL, None)
+        self._clear(GLOBAL)
+        self.global_version = None
+
+    def clear_personal(self) -> None:
+        self._clear(PERSONAL)
+        self.personal_file = None
+
+    def _clear(self, role: str) -> None:
+        name = self.names.pop(role, None)
         if name is not None:
             self._activate()
             self.engine.unload_adapter(name)
-        self.global_version = None
 
     def set_personal(self, path: Path, tag: str) -> None:
         self._swap(PERSONAL, path, f"{PERSONAL}-{tag}")
+        self.personal_file = (Path(path), Path(path).stat().st_mtime_ns)
 
     def _swap(self, role: str, path: Path, name: str) -> None:
         old = self.names.get(role)
@@ -354,13 +386,23 @@ class AdapterStack:
 
 
 def save_personal(arrays: Arrays, spec: AdapterSpec, device_dir: Path, tag: str) -> Path:
-    """The personal adapter as npz (to train on next time) and GGUF (for the engine)."""
+    """The personal adapter as npz (to train on next time) and GGUF (for the engine), the only GGUF kept."""
     folder = Path(device_dir) / "personal"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".adapter.npz.tmp"
     save_arrays(tmp, arrays)
     os.replace(tmp, folder / "adapter.npz")
-    return export_gguf(arrays, spec, folder / f"adapter-{tag}.gguf")
+    gguf = export_gguf(arrays, spec, folder / f"adapter-{tag}.gguf")
+    for stale in folder.glob("adapter-*.gguf"):
+        if stale != gguf:
+            stale.unlink(missing_ok=True)
+    return gguf
+
+
+def current_personal(device_dir: Path) -> Path | None:
+    """The personal adapter GGUF `personalize` wrote last, if any."""
+    found = sorted((Path(device_dir) / "personal").glob("adapter-*.gguf"), key=lambda p: p.stat().st_mtime_ns)
+    return found[-1] if found else None
 
 
 def load_personal(device_dir: Path) -> Arrays | None:

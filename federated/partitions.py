@@ -46,6 +46,11 @@ def _split(seed: int) -> tuple[tuple[Dialogue, ...], tuple[Dialogue, ...]]:
     return tuple(train), tuple(held)
 
 
+def training_split(seed: int = 0) -> list[Dialogue]:
+    """The training dialogues devices are dealt: both corpora without the held-out slice."""
+    return list(_split(seed)[0])
+
+
 def held_out(seed: int = 0) -> list[Dialogue]:
     return list(_split(seed)[1])
 

@@ -2,7 +2,7 @@
 
     tidings federation serve    SuperLink (TLS, SuperNode auth), the registry endpoint and the canary rollout
                                 (rollout.py); runs until stopped
-    tidings federation admit    register a device's public key: only admitted devices may join
+    tidings federation admit    register a device's public key: only admitted devices may join (devices.json)
     tidings federation run      submit the app (ServerApp + ClientApp) with `flwr run`, wait for it to end
     tidings federation status   rounds, devices, ε, versions (status.py)
 
@@ -14,14 +14,17 @@ Everything lives under `STATE/deploy/`: tls/ (the CA devices pin, and the
 server certificate for the address served on), flwr-home/ (the Flower CLI's
 connection `tidings`), superlink.db (the SuperLink's state), logs/, app/
 (the Flower app description `flwr run` packs: it names the installed tidings
-modules as components) and serving.json (the addresses and the SuperLink's
-process, so `run`, `admit` and `status` from another shell find them).
+modules as components), serving.json (the addresses and the SuperLink's
+process, so `run`, `admit` and `status` from another shell find them),
+devices.json (each admitted device's SuperNode id, key sha256, admission and
+revocation) and actions.jsonl (what the operator did from the dashboard).
 Runtime dependency installation is off: the SuperLink runs the ServerApp
 from this environment.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -30,9 +33,10 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-from tidings.federated.atomic import write_atomically
+from tidings.federated.atomic import exclusive, write_atomically
 from tidings.server.credentials import make_tls
 from tidings.server.registry import AdapterRegistry
 from tidings.server.registry_http import RegistryServer
@@ -178,11 +182,35 @@ class Operator:
 
     # -- devices --------------------------------------------------------------------
 
-    def admit(self, public_key: Path) -> None:
-        """Register a device's SuperNode key (the `node-key.pub` that `tidings federation device-key` shows)."""
+    @property
+    def devices_file(self) -> Path:
+        return self.root / "devices.json"
+
+    def devices(self) -> dict[str, dict]:
+        """Admitted devices by SuperNode id: the key's sha256, when admitted, and when revoked if it was."""
+        return json.loads(self.devices_file.read_text()) if self.devices_file.is_file() else {}
+
+    def admit(self, public_key: Path) -> str:
+        """Register a device's SuperNode key (the `node-key.pub` that `tidings federation device-key` shows);
+        returns the SuperNode id the SuperLink gave it."""
         if not Path(public_key).is_file():
             raise OperatorError(f"{public_key}: no such public key")
-        self.flwr("supernode", "register", str(public_key), CONNECTION)
+        done = self.flwr("supernode", "register", str(public_key), CONNECTION, "--format", "json")
+        node_id = str(json.loads(done.stdout.strip().splitlines()[-1])["node-id"])
+        with exclusive(self.root / "devices.lock"):
+            devices = self.devices()
+            devices[node_id] = {"key_sha256": hashlib.sha256(Path(public_key).read_bytes()).hexdigest(),
+                                "admitted": _now(), "revoked": None}
+            write_atomically(self.devices_file, json.dumps(devices, indent=2))
+        return node_id
+
+    def revoke(self, node_id: str) -> None:
+        """Unregister a device: its key can no longer join a round."""
+        self.flwr("supernode", "unregister", str(node_id), CONNECTION)
+        with exclusive(self.root / "devices.lock"):
+            devices = self.devices()
+            devices.setdefault(str(node_id), {"key_sha256": None, "admitted": None})["revoked"] = _now()
+            write_atomically(self.devices_file, json.dumps(devices, indent=2))
 
     def listing(self) -> list[dict] | None:
         """The SuperLink's SuperNodes (registered, online, offline), or None if it cannot be reached."""
@@ -250,6 +278,10 @@ def _toml(value) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _alive(pid: int) -> bool:

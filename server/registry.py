@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tidings.federated.adapter import AdapterSpec, Arrays, export_gguf, load_arrays, save_arrays
+from tidings.federated.atomic import exclusive
 from tidings.models.registry import sha256_file
 from tidings.server.signing import OperatorKey
 
@@ -112,6 +113,14 @@ class AdapterRegistry:
     def publish(self, arrays: Arrays, spec: AdapterSpec, layout: str, *, round: int, metrics: dict,
                 privacy_history: list, epsilon: float, delta: float, rolled_back_to: int | None = None,
                 base_sha256: str | None = None, rejected: bool = False, gate: dict | None = None) -> Version:
+        with exclusive(self.root / "registry.lock"):  # the round's publish and an operator's rollback
+            return self._publish(arrays, spec, layout, round=round, metrics=metrics, privacy_history=privacy_history,
+                                 epsilon=epsilon, delta=delta, rolled_back_to=rolled_back_to,
+                                 base_sha256=base_sha256, rejected=rejected, gate=gate)
+
+    def _publish(self, arrays: Arrays, spec: AdapterSpec, layout: str, *, round: int, metrics: dict,
+                 privacy_history: list, epsilon: float, delta: float, rolled_back_to: int | None,
+                 base_sha256: str | None, rejected: bool, gate: dict | None) -> Version:
         newest = self.latest()
         if base_sha256 is None:
             base_sha256 = self.base_sha256 or (newest.base_sha256 if newest else "")

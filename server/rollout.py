@@ -4,7 +4,10 @@ what those devices report.
     STATE/rollout.json   {"serial", "promoted", "canary", "fraction", "withdrawn": [...]}, signed (rollout.sig)
     STATE/health.json    anonymous counts reported per version
 
-The operator's `serve` process is the only writer. When the registry has a
+The operator's `serve` process writes it every second, and the dashboard
+(server/dashboard/) when the operator promotes or rolls back by hand: every
+operation holds an exclusive lock on STATE/rollout.lock and reads the state
+from disk first, so the two processes never undo each other. When the registry has a
 published version newer than any in the rollout, it becomes the canary:
 each device decides by itself whether it is in the canary cohort, from a
 secret that never leaves it (device_sync.in_canary), so the operator never
@@ -24,12 +27,13 @@ replaced by one with a lower serial.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 from dataclasses import asdict, dataclass, field
 
-from tidings.federated.atomic import write_atomically
+from tidings.federated.atomic import exclusive, write_atomically
 from tidings.server.registry import AdapterRegistry
 
 log = logging.getLogger("tidings")
@@ -64,11 +68,25 @@ class Rollout:
         self.path = registry.root / "rollout.json"
         self.health_path = registry.root / "health.json"
         self.lock = threading.Lock()
+        self._load()
+
+    def _load(self) -> None:
         self.state = RolloutState(**json.loads(self.path.read_text())) if self.path.is_file() else RolloutState()
         self.health: dict[str, dict] = json.loads(self.health_path.read_text()) if self.health_path.is_file() else {}
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """This process's threads and every other process on the state, with the state as it is on disk."""
+        with self.lock, exclusive(self.registry.root / "rollout.lock"):
+            self._load()
+            yield
+
+    def snapshot(self) -> tuple[RolloutState, dict[str, dict]]:
+        with self._locked():
+            return RolloutState(**asdict(self.state)), json.loads(json.dumps(self.health))
+
     def signed(self) -> tuple[bytes, bytes]:
-        with self.lock:
+        with self._locked():
             manifest = self.path.read_bytes() if self.path.is_file() else b""
             signature = (self.registry.root / "rollout.sig").read_bytes() if manifest else b""
         return manifest, signature
@@ -81,7 +99,7 @@ class Rollout:
 
     def sync(self) -> None:
         """Take up a newly published version: the first one is promoted, later ones start as the canary."""
-        with self.lock:
+        with self._locked():
             newest = self.registry.newest()
             known = max((v for v in (self.state.promoted, self.state.canary) if v is not None), default=-1)
             if newest is None or newest.version <= known:
@@ -105,7 +123,7 @@ class Rollout:
                              f"accepted_replies: counts 0..{MAX_COUNT}}}")
         if counts["accepted_summaries"] > counts["summaries"] or counts["accepted_replies"] > counts["replies"]:
             raise ValueError("a health report cannot accept more than it counted")
-        with self.lock:
+        with self._locked():
             if version not in (self.state.promoted, self.state.canary):
                 raise ValueError(f"version {version} is not in the rollout")
             tally = self.health.setdefault(str(version), {name: 0 for name in COUNTS} | {"reports": 0})
@@ -116,7 +134,7 @@ class Rollout:
 
     def decide(self) -> str | None:
         """Promote or roll back the canary once there is enough health reported; returns what was done."""
-        with self.lock:
+        with self._locked():
             canary, promoted = self.state.canary, self.state.promoted
             if canary is None:
                 return None
@@ -129,16 +147,40 @@ class Rollout:
                 a, b = _share(new, part, whole), _share(old, part, whole)
                 if a is not None and b is not None and a < b - self.policy.tolerance:
                     reasons.append(f"{label}: {a:.0%} on version {canary} against {b:.0%} on version {promoted}")
-            if not reasons:
-                self.state.promoted, self.state.canary, self.state.fraction = canary, None, 0.0
-                self._save()
-                log.warning("rollout: canary version %d promoted to every device", canary)
-                return "promoted"
-            restored = self.registry.rollback(to=promoted)
-            self.state.withdrawn.append({"version": canary, "health": new, "reasons": reasons})
-            self.state.promoted, self.state.canary, self.state.fraction = restored.version, None, 0.0
-            self._save()
-            log.warning("rollout: canary version %d ROLLED BACK (%s); version %d (= %d) goes to every device",
-                        canary, "; ".join(reasons), restored.version, promoted)
-            return "rolled back"
+            if reasons:
+                self._withdraw_canary(reasons)
+                return "rolled back"
+            self._promote_canary("its health")
+            return "promoted"
 
+    def promote(self) -> int:
+        """The operator's call: the canary goes to every device now; returns its version."""
+        with self._locked():
+            if self.state.canary is None:
+                raise ValueError("there is no canary to promote")
+            return self._promote_canary("the operator")
+
+    def withdraw(self) -> int:
+        """The operator's call: the canary is rolled back now; returns the version devices move to."""
+        with self._locked():
+            if self.state.canary is None:
+                raise ValueError("there is no canary to roll back")
+            return self._withdraw_canary(["rolled back by the operator"])
+
+    def _promote_canary(self, by: str) -> int:
+        canary = self.state.canary
+        self.state.promoted, self.state.canary, self.state.fraction = canary, None, 0.0
+        self._save()
+        log.warning("rollout: canary version %d promoted to every device (by %s)", canary, by)
+        return canary
+
+    def _withdraw_canary(self, reasons: list[str]) -> int:
+        canary, promoted = self.state.canary, self.state.promoted
+        restored = self.registry.rollback(to=promoted)
+        self.state.withdrawn.append({"version": canary, "health": self.health.get(str(canary), {}),
+                                     "reasons": reasons})
+        self.state.promoted, self.state.canary, self.state.fraction = restored.version, None, 0.0
+        self._save()
+        log.warning("rollout: canary version %d ROLLED BACK (%s); version %d (= %d) goes to every device",
+                    canary, "; ".join(reasons), restored.version, promoted)
+        return restored.version

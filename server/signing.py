@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -48,3 +49,11 @@ class OperatorKey:
 
     def sign(self, data: bytes) -> bytes:
         return self._private.sign(data)
+
+    def signed(self, data: bytes, signature: bytes) -> bool:
+        """Whether `signature` is this key's over `data` (what a device checks, shown to the operator)."""
+        try:
+            self._private.public_key().verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True

@@ -19,6 +19,7 @@ logs, the app bundle) contains any canary.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -40,6 +41,8 @@ from tidings.device.messages import Message  # noqa: E402
 from tidings.device.store import Store  # noqa: E402
 from tidings.federated.device_sync import local_versions  # noqa: E402
 from tidings.models.registry import resolve_adapter  # noqa: E402
+from tidings.server.dashboard import actions  # noqa: E402
+from tidings.server.dashboard.snapshot import Console, snapshot  # noqa: E402
 from tidings.server.operator import Operator  # noqa: E402
 from tidings.server.registry import AdapterRegistry, arrays_equal  # noqa: E402
 from tidings.server.settings import FederationSettings  # noqa: E402
@@ -181,6 +184,19 @@ def test_operator_and_devices_on_separate_addresses_train_publish_verify_and_hot
             _wait(lambda: "does not match its signed sha256: refused" in log.read_text(), f"{log} to refuse v3", 60)
         assert all(local_versions(d)[-1].version == 2 for d in devices)
         assert all(j.poll() is None for j in joins)
+
+        # The operator's console sees the devices through the SuperLink, and revokes one.
+        console = Console(operator, epsilon_budget=8.0)
+        shown = snapshot(console)
+        assert [d["status"] for d in shown["devices"]["devices"]] == ["online"] * 3
+        assert {d["key_sha256"] for d in shown["devices"]["devices"]} == {
+            hashlib.sha256(key.read_bytes()).hexdigest() for key in keys[:3]}
+        assert [v["files"] for v in shown["versions"]] == ["intact"] * 3 + ["CHANGED"]
+        revoked = shown["devices"]["devices"][0]["node_id"]
+        actions.revoke(console, revoked)
+        after = {d["node_id"]: d for d in snapshot(console)["devices"]["devices"]}
+        assert after[revoked]["revoked"] and after[revoked]["status"] == "unregistered"
+        assert [after[n]["status"] for n in after if n != revoked] == ["online"] * 2
     finally:
         codes = [_terminate(j) for j in joins]
         served = _terminate(serve)

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="federation needs the `train` extra")
 
+from tidings.device.fleet import FleetFollower  # noqa: E402
 from tidings.device.messages import Message  # noqa: E402
 from tidings.device.store import Store  # noqa: E402
 from tidings.federated import compression  # noqa: E402
@@ -111,10 +112,20 @@ def test_a_device_hot_swaps_new_versions_rolls_back_and_stacks_its_personal_adap
             for i in range(3):
                 s.add_training_example("summary", f"t{i}", _messages(f"t{i}", f"Pick up Lily at {i + 4}:30?"),
                                        f"Mom wants Lily picked up at {i + 4}:30.", "edited")
+        with pytest.raises(ValueError, match="no replies"):  # it learns how the wearer writes, from replies
+            personalize(store, registry.root, device, steps=1)
+        with Store(store) as s:
+            for i in range(3):
+                s.add_training_example("reply", f"r{i}", _messages(f"r{i}", f"Can you get Lily at {i + 4}?"),
+                                       "on my way x", "accepted", author="Alex")
         result = personalize(store, registry.root, device, steps=1)
-        assert result["finished"] and result["global_version"] == 2
-        stack.set_personal(Path(result["gguf"]), "g2")
-        assert stack.active == {"task": 1.0, "global-v2": 1.0, "personal-g2": 1.0}
+        assert result["finished"] and result["global_version"] == 2 and result["examples"] == 3
+        FleetFollower(stack, device).refresh(force=True)  # what the running agent does between turns
+        assert stack.active == {"task": 1.0, "global-v2": 1.0}  # summaries: only what the quality gate measured
+        [personal] = [n for n in engine.loaded_adapters if n.startswith("personal-")]
+        with stack.replying():
+            assert stack.active == {"task": 1.0, "global-v2": 1.0, personal: 1.0}
+        assert stack.active == {"task": 1.0, "global-v2": 1.0}
     finally:
         engine.set_adapters({})
         for name in list(engine.loaded_adapters):

@@ -19,8 +19,10 @@ written, and the wearer hears in Tidings' own words that such a message came.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Literal
@@ -90,6 +92,8 @@ class Summarizer:
         self.config = config
         self.engine = engine
         self.wearer = wearer
+        # What reply drafts run under: device/fleet.py puts the wearer's personal adapter on top here.
+        self.reply_adapters: Callable[[], AbstractContextManager] = contextlib.nullcontext
 
     def summarize(self, thread: str, messages: Sequence[Message]) -> ThreadSummary:
         if not messages:
@@ -234,20 +238,21 @@ class Summarizer:
     # -- reply suggestions ----------------------------------------------------
 
     def reply_options(self, messages: Sequence[Message]) -> ReplyOptions:
-        propose = partial(self._model_replies, messages) if self.engine is not None else None
+        propose = partial(self.model_replies, messages) if self.engine is not None else None
         return reply_options(messages, self.wearer, self.config.suggestions, propose)
 
-    def _model_replies(self, messages: Sequence[Message]) -> list[str]:
+    def model_replies(self, messages: Sequence[Message]) -> list[str]:
         """The model's next message as the wearer: one greedy, the rest sampled; the prompt is evaluated once."""
         piece = self.fold(messages)[-1]
         prompt = reply_prompt(self.engine.prompt_format, self.dialogue(piece), self.wearer.name)
         replies = []
-        for attempt in range(self.config.suggestions):
-            text = self.engine.complete(
-                prompt, max_tokens=40, stop=("\n",), temperature=0.0 if attempt == 0 else 0.8).text
-            reply = " ".join(text.split()).removeprefix(f"{self.wearer.name}:").strip()
-            if REPLY_TASK[:20] not in reply:
-                replies.append(reply)
+        with self.reply_adapters():
+            for attempt in range(self.config.suggestions):
+                text = self.engine.complete(
+                    prompt, max_tokens=40, stop=("\n",), temperature=0.0 if attempt == 0 else 0.8).text
+                reply = " ".join(text.split()).removeprefix(f"{self.wearer.name}:").strip()
+                if REPLY_TASK[:20] not in reply:
+                    replies.append(reply)
         return replies
 
 
