@@ -170,5 +170,8 @@ class DeviceNode:
         if NOT_ADMITTED in said:
             return (f"the SuperLink at {self.superlink} does not know this device's key: ask the operator to "
                     f"admit it (`tidings federation admit {device_key(self.device_dir)[1]}`)")
+        if code == 0:  # Flower ends a SuperNode the SuperLink unregistered as if asked to stop
+            return (f"the SuperLink at {self.superlink} ended this device's session: the operator may have revoked "
+                    f"its key (see {self.logs / 'supernode.log'})")
         return f"the SuperNode exited ({code}); see {self.logs / 'supernode.log'}"
 

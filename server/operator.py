@@ -196,7 +196,7 @@ class Operator:
         if not Path(public_key).is_file():
             raise OperatorError(f"{public_key}: no such public key")
         done = self.flwr("supernode", "register", str(public_key), CONNECTION, "--format", "json")
-        node_id = str(json.loads(done.stdout.strip().splitlines()[-1])["node-id"])
+        node_id = str(json.loads(done.stdout)["node-id"])
         with exclusive(self.root / "devices.lock"):
             devices = self.devices()
             devices[node_id] = {"key_sha256": hashlib.sha256(Path(public_key).read_bytes()).hexdigest(),

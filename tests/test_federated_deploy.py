@@ -192,15 +192,19 @@ def test_operator_and_devices_on_separate_addresses_train_publish_verify_and_hot
         assert {d["key_sha256"] for d in shown["devices"]["devices"]} == {
             hashlib.sha256(key.read_bytes()).hexdigest() for key in keys[:3]}
         assert [v["files"] for v in shown["versions"]] == ["intact"] * 3 + ["CHANGED"]
-        revoked = shown["devices"]["devices"][0]["node_id"]
-        actions.revoke(console, revoked)
+        revoked = shown["devices"]["devices"][0]
+        gone = next(i for i, key in enumerate(keys) if hashlib.sha256(key.read_bytes()).hexdigest() ==
+                    revoked["key_sha256"])
+        actions.revoke(console, revoked["node_id"])
         after = {d["node_id"]: d for d in snapshot(console)["devices"]["devices"]}
-        assert after[revoked]["revoked"] and after[revoked]["status"] == "unregistered"
-        assert [after[n]["status"] for n in after if n != revoked] == ["online"] * 2
+        assert after[revoked["node_id"]]["revoked"] and after[revoked["node_id"]]["status"] == "unregistered"
+        assert [after[n]["status"] for n in after if n != revoked["node_id"]] == ["online"] * 2
+        assert joins[gone].wait(timeout=120) == 1  # the revoked device's session ends, and it says why
+        assert "the operator may have revoked its key" in (stores[gone].parent / "join.log").read_text()
     finally:
         codes = [_terminate(j) for j in joins]
         served = _terminate(serve)
-    assert codes == [0, 0, 0] and served == 0
+    assert codes == [1 if i == gone else 0 for i in range(3)] and served == 0
     assert operator.serving() is None
 
     try:  # each device's agent swaps its fetched version in beside the task adapter
