@@ -130,6 +130,12 @@ function renderDevices(doc) {
     ? `SuperLink ${doc.serving.superlink}, registry ${doc.serving.registry}. Which version each device runs is not known here by design: versions show the share assigned and the counts devices report.`
     : "Nothing is served from this state directory: `tidings federation serve` shows and admits devices.";
   const body = document.querySelector("#devices tbody");
+  if (!doc.devices.devices.length) {
+    const none = el("td", "No device admitted yet (`tidings federation admit DEVICE.pub`).", { colspan: "6" });
+    body.replaceChildren(el("tr"));
+    body.firstChild.append(none);
+    return;
+  }
   body.replaceChildren(...doc.devices.devices.map((d) => {
     const action = d.revoked || !doc.serving ? "" : button(`Revoke ${d.node_id}`, `revoke-${d.node_id}`, () =>
       act("/api/revoke", { node_id: d.node_id }, `Revoke SuperNode ${d.node_id}? Its key can no longer join a round.`));
