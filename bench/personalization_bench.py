@@ -173,8 +173,11 @@ def reply_examples(wearer: VirtualWearer, replies: Sequence[WearerReply]):
 
 # -- the two measures -------------------------------------------------------------------------------------------------
 
-def reply_nll(model, arrays, examples) -> list[tuple[float, int]]:
-    """(summed NLL, answer tokens) per example, under the training base with `arrays` as the personal adapter."""
+def reply_nll(model, arms: dict[str, dict], examples) -> dict[str, list[tuple[float, int]]]:
+    """Per arm (its arrays as the personal adapter on the training base): (summed NLL, answer tokens) per example.
+
+    One copy of the base and one tokenization serve every arm: only the adapter's state changes between them.
+    """
     import torch
     from peft import set_peft_model_state_dict
 
@@ -188,24 +191,23 @@ def reply_nll(model, arrays, examples) -> list[tuple[float, int]]:
     assert not dropped
     peft_model = attach_lora(training_base(model), TrainConfig(
         rank=PERSONAL_SPEC.rank, alpha=PERSONAL_SPEC.alpha, target_modules=PERSONAL_SPEC.target_modules))
-    set_peft_model_state_dict(peft_model, {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()})
     peft_model.eval()
-    out = []
-    with torch.no_grad():
-        for example in tokenized:
-            n = answer_tokens([example])
-            out.append((answer_loss(peft_model, [example], tok.llm.token_eos()).item() * n, n))
-    return out
-
-
-def _words(text: str) -> str:
-    return " ".join(re.findall(r"[\w']+", text.casefold()))
+    scored = {}
+    for arm, arrays in arms.items():
+        set_peft_model_state_dict(peft_model, {k: torch.from_numpy(np.asarray(v, np.float32))
+                                               for k, v in arrays.items()})
+        with torch.no_grad():
+            scored[arm] = [(answer_loss(peft_model, [e], tok.llm.token_eos()).item() * answer_tokens([e]),
+                            answer_tokens([e])) for e in tokenized]
+    return scored
 
 
 def match_figures(drafts: Sequence[str], sent: str, scorer) -> dict:
+    from tidings.device.summary.replies import same_words_key
+
     rouge = [scorer.score(sent, d)["rougeL"].fmeasure if d else 0.0 for d in drafts] or [0.0]
-    return {"top_exact": bool(drafts) and _words(drafts[0]) == _words(sent),
-            "any_exact": any(_words(d) == _words(sent) for d in drafts),
+    return {"top_exact": bool(drafts) and same_words_key(drafts[0]) == same_words_key(sent),
+            "any_exact": any(same_words_key(d) == same_words_key(sent) for d in drafts),
             "top_rouge_l": rouge[0], "top_close": rouge[0] >= CLOSE, "any_close": max(rouge) >= CLOSE}
 
 
@@ -253,7 +255,7 @@ def measure_device(wearer: VirtualWearer, drafter: Drafter, training, work: Path
                           work / f"device-{wearer.device}")
     train_seconds = time.perf_counter() - started
     held = reply_examples(wearer, wearer.held_out)
-    nll = {"task": reply_nll(model, start, held), "personal": reply_nll(model, trained.arrays, held)}
+    nll = reply_nll(model, {"task": start, "personal": trained.arrays}, held)
     drafter.stack.clear_personal()
     drafts = {"task": [drafter.drafts(wearer, r) for r in wearer.held_out]}
     gguf = export_gguf(trained.arrays, PERSONAL_SPEC, work / f"personal-{wearer.device}.gguf")

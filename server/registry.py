@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,10 +155,11 @@ class AdapterRegistry:
                             privacy_history=newest.privacy_history, epsilon=newest.epsilon, delta=newest.delta,
                             rolled_back_to=to, base_sha256=target.base_sha256, gate=target.gate)
 
-    def verify(self, version: int) -> bool:
+    def verify(self, version: int, digest: Callable[[Path], str] = sha256_file) -> bool:
+        """Whether the version's files still match their signed sha256 (`digest`: e.g. one that caches)."""
         meta = self.get(version)
-        return (sha256_file(self.gguf(version)) == meta.sha256
-                and sha256_file(self.dir(version) / "adapter.npz") == meta.arrays_sha256)
+        return (digest(self.gguf(version)) == meta.sha256
+                and digest(self.dir(version) / "adapter.npz") == meta.arrays_sha256)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -198,7 +198,8 @@ def _yes_and_no(question: str) -> tuple[str, str]:
     return "Yes.", "No."
 
 
-def _key(option: str) -> str:
+def same_words_key(option: str) -> str:
+    """The words of a text, case and punctuation aside: two texts with one key say the same thing."""
     return " ".join(re.findall(r"[\w']+", option.casefold()))
 
 
@@ -215,10 +216,10 @@ def problem_with_option(option: str, messages: Sequence[Message], wearer: Wearer
     grounding = check_grounding(option, messages)
     if not grounding.ok:
         return f"grounding: {', '.join(grounding.unsupported)}"
-    key = _key(option)
-    if key in {_key(o) for o in offered}:
+    key = same_words_key(option)
+    if key in {same_words_key(o) for o in offered}:
         return "distinct: already offered"
-    if len(words) >= 5 and key in {_key(m.text) for m in messages}:
+    if len(words) >= 5 and key in {same_words_key(m.text) for m in messages}:
         return "sendable: echoes a message of the thread"
     return None
 

@@ -48,6 +48,7 @@ def revoke(console: Console, node_id: str) -> dict:
         if console.operator.serving() is None:
             raise ActionRefused("nothing is served from this state directory: the SuperLink must run to revoke")
         console.operator.revoke(node_id)
+        console.cache.forget_listing()
         return {"revoked": node_id}
 
     return _logged(console, "revoke", {"node_id": node_id}, act)

@@ -11,19 +11,48 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tidings.models.registry import sha256_file
 from tidings.server.operator import Operator
 from tidings.server.registry import SIGNATURE, AdapterRegistry
 from tidings.server.rollout import Rollout, RolloutPolicy
 from tidings.server.status import read_rounds
 
 ACTIONS_SHOWN = 50
+LISTING_SECONDS = 10.0  # how long the SuperLink's device list is reused: each asking runs the flwr CLI
 
 
 class NoFederationState(FileNotFoundError):
     pass
+
+
+@dataclass
+class ReadCache:
+    """What the page's polling (every 2 s) would otherwise redo each time: hash every version's files, and
+    start the flwr CLI for the device list. A file is hashed again when its size or mtime changes."""
+
+    digests: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    listing: tuple[float, list[dict] | None] | None = None  # (when asked, the answer)
+
+    def sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in self.digests:
+            self.digests[key] = sha256_file(path)
+        return self.digests[key]
+
+    def devices_listed(self, operator: Operator) -> list[dict] | None:
+        now = time.monotonic()
+        if self.listing is None or now - self.listing[0] > LISTING_SECONDS:
+            self.listing = (now, operator.listing())
+        return self.listing[1]
+
+    def forget_listing(self) -> None:
+        """After a change to the devices: the next snapshot asks the SuperLink again."""
+        self.listing = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,7 @@ class Console:
 
     operator: Operator
     epsilon_budget: float
+    cache: ReadCache = field(default_factory=ReadCache, compare=False)
 
     @property
     def state_dir(self) -> Path:
@@ -58,29 +88,25 @@ def snapshot(console: Console) -> dict:
     if not state.serial:  # never served: devices fetching from the registry get its newest published version
         state.promoted = newest.version if (newest := registry.newest()) else None
     rounds = read_rounds(console.state_dir)
+    serving = console.operator.serving()
     doc = {
         "state_dir": str(console.state_dir),
-        "serving": _serving(console.operator),
+        "serving": None if serving is None else {"superlink": f"{serving.host}:{serving.port}",
+                                                 "registry": serving.registry_url},
         "rounds": rounds,
-        "versions": _versions(registry, state, health),
+        "versions": _versions(registry, state, health, console.cache),
         "rollout": {"serial": state.serial, "promoted": state.promoted, "canary": state.canary,
                     "canary_fraction": state.fraction, "withdrawn": state.withdrawn,
                     "signature": _rollout_signature(registry), "policy": asdict(console.policy)},
         "privacy": _privacy(rounds, console.epsilon_budget),
-        "devices": _devices(console.operator),
+        "devices": _devices(console.operator, console.cache.devices_listed(console.operator) if serving else None),
         "actions": _actions(console.actions_file),
     }
     doc["revision"] = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return doc
 
 
-def _serving(operator: Operator) -> dict | None:
-    serving = operator.serving()
-    return None if serving is None else {"superlink": f"{serving.host}:{serving.port}",
-                                         "registry": serving.registry_url}
-
-
-def _versions(registry: AdapterRegistry, state, health: dict) -> list[dict]:
+def _versions(registry: AdapterRegistry, state, health: dict, cache: ReadCache) -> list[dict]:
     withdrawn = {w["version"]: w["reasons"] for w in state.withdrawn}
     rows = []
     for v in registry.versions():
@@ -101,7 +127,7 @@ def _versions(registry: AdapterRegistry, state, health: dict) -> list[dict]:
             "epsilon": v.epsilon if v.epsilon >= 0 else None, "rolled_back_to": v.rolled_back_to,
             "role": role, "device_share": share, "gate": v.gate or None,
             "signature": "valid" if registry.key.signed(manifest, signature) else "INVALID",
-            "files": "intact" if registry.verify(v.version) else "CHANGED",
+            "files": "intact" if registry.verify(v.version, digest=cache.sha256) else "CHANGED",
             "health": _health(health.get(str(v.version))),
             "withdrawn_because": withdrawn.get(v.version),
             "can_roll_back_to": role in ("earlier", "withdrawn") and not v.rejected,
@@ -133,10 +159,9 @@ def _privacy(rounds: list[dict], budget: float) -> dict:
             "over_budget": epsilon is not None and epsilon > budget, "rounds_without_dp": undefended}
 
 
-def _devices(operator: Operator) -> dict:
-    """Admitted devices joined with what the SuperLink says of them (None: not reachable)."""
+def _devices(operator: Operator, listing: list[dict] | None) -> dict:
+    """Admitted devices joined with what the SuperLink says of them (`listing` None: not reachable)."""
     admitted = operator.devices()
-    listing = operator.listing() if operator.serving() else None
     seen = {str(n.get("node-id")): n for n in listing or []}
     rows = []
     for node_id in sorted(set(admitted) | set(seen), key=lambda n: (len(n), n)):
