@@ -172,3 +172,43 @@ def test_a_question_put_to_someone_else_names_them_where_it_said_you():
                                Wearer("Alex"))
     assert "Ravi asks Tom: Is Tom in goal on thursday?" in summary
     assert not re.search(r"\byou\b", summary, re.IGNORECASE)
+
+
+def test_what_the_wearer_is_asked_is_always_said_as_asked_of_them():
+    """The ask is the one thing the wearer must act on: it is kept however much else the thread says, and a
+    request put by name ("alex you said you could bring ...?") is said as asked of them, not as news."""
+    msgs = thread(("Ama", "moving day is Saturday!! van booked 9am-3pm, old place is Weberstraße 4, new one Am Markt 17"),
+                  ("Ama", "alex you said you could bring your dolly + straps?"),
+                  ("Ama", "update: landlord says the new keys are only ready at 12, so let's start at 12 instead"),
+                  ("Dario", "I can't carry heavy stuff, my back... but I'll do boxes and drive the van"),
+                  ("Ama", "deal. pizza + beer on me after, and a huge thank you to everyone who is coming"),
+                  ("Ama", "ALSO correction: meet at the old place, not the new one. Weberstraße 4, 12:00"))
+    summary = fallback_summary(msgs, 30, Wearer("Alex"))
+    assert "Ama asks you: You said you could bring your dolly + straps?" in summary
+    assert len(summary.split()) <= 30 + 4
+
+
+def test_only_the_clause_a_later_message_replaced_is_dropped():
+    msgs = thread(("Felix", "greta's 30th!! dinner at Osteria Lupo, 7pm, on friday"),
+                  ("Nadia", "7 is full, they have 8:30"), ("Felix", "ok 8:30 then"))
+    summary = fallback_summary(msgs, 40, Wearer("Alex"))
+    assert "Felix: Greta's 30th! Dinner at Osteria Lupo, on friday." in summary
+    assert "7pm" not in summary and "8:30 then" in summary
+
+
+def test_a_title_does_not_end_a_sentence_and_a_closing_name_is_not_read_out():
+    msgs = thread(("Lindenhof Dental", "Confirmed: Friday 27 Nov, 9:00, check-up with Dr. Varga."),
+                  ("Herr Novak", "Happy to, Alex. Just bring the key by friday 12:00"))
+    summary = fallback_summary(msgs, 40, Wearer("Alex"))
+    assert "with Dr. Varga." in summary
+    assert "Alex" not in summary and "Herr Novak, to you: Happy to." in summary
+
+
+def test_the_wearers_own_question_gives_way_to_the_news():
+    """They know what they asked; the answer is what they need to hear."""
+    msgs = thread(("Becker", "The technician comes Friday 27 Nov, 13:00-16:00. Please make sure someone is home."),
+                  ("Alex", "Can the caretaker let him in? I'm at work all day"),
+                  ("Herr Novak", "I'll let him in, just bring the key by friday 12:00"))
+    summary = fallback_summary(msgs, 25, Wearer("Alex"))
+    assert "caretaker" not in summary
+    assert "Herr Novak: I'll let him in, just bring the key by friday 12:00." in summary

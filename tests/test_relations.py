@@ -193,3 +193,12 @@ def test_an_ask_turned_into_the_wearers_own_wish_is_turned_down():
         assert check_relations(right, messages, ALEX) == []
     said_so = _thread(*FIVE_A_SIDE, ("Alex", "sure, I want to see Omar anyway"))
     assert check_relations("You want to pick Omar up at 20:00.", said_so, ALEX) == []
+
+
+def test_a_number_that_resizes_a_booking_replaces_its_count_not_its_time():
+    """"change the booking to 6" after "a table for 4" at 8pm: the table is for 6, still at 8pm."""
+    messages = _thread(("Lena", "pub quiz at the Anchor on Tuesday 8pm! I'll book a table for 4"),
+                       ("Mark", "can I bring Tim and Sara?"), ("Lena", "sure, I'll change the booking to 6"))
+    assert stale_values(messages) == {0: {"4"}}
+    assert check_relations("Lena will book a table for 4 at the Anchor.", messages, ALEX)[0].check == "superseded"
+    assert check_relations("The pub quiz is on Tuesday at 8pm at the Anchor, a table for 6.", messages, ALEX) == []

@@ -396,18 +396,33 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     # What the value is for may be said just before it: "can someone get Maya from ballet tomorrow? 17:30".
     topic = _topic_words(_sentence_at(messages[last].text, last_value.start)
                          + " " + _sentence_before(messages[last].text, last_value.start))
-    for later, later_values in zip(messages[last + 1:], found[last + 1:]):
+    for position, (later, later_values) in enumerate(zip(messages[last + 1:], found[last + 1:]), start=last + 1):
         for other in later_values:
             sentence = _sentence_at(later.text, other.start)
-            # "make it 8 instead" of "dinner at 7": a bare number that a change cue offers for a time is a time.
-            as_time = value.kind == "time" and other.kind == "number" and bool(_CHANGE_CUE.search(sentence))
-            if (other.kind != value.kind and not as_time) or same_value(other, value):
+            # "make it 8 instead" of "dinner at 7": a bare number that a change cue offers for a time is a time,
+            # unless it resizes an earlier count: "change the booking to 6" of "a table for 4" is a count.
+            offered = other.kind == "number" and bool(_CHANGE_CUE.search(sentence))
+            resizes = offered and _resizes_a_count(sentence, messages[:position], found[:position])
+            as_time = value.kind == "time" and offered and not resizes
+            as_count = value.kind == "count" and resizes
+            if (other.kind != value.kind and not (as_time or as_count)) or same_value(other, value):
                 continue
             # A share per person is recomputed as people join and drop out: the latest one stands;
             # a new time for the same thing ("ballet ... 17:30", later "class ends at 18:15") replaces it.
             if (value.share and other.share) or _CHANGE_CUE.search(sentence) or topic & _topic_words(sentence):
                 return f"{later.sender} later says {other.text!r}"
     return None
+
+
+def _stems(words: set[str]) -> set[str]:
+    return {re.sub(r"(?:ing|s)$", "", w) for w in words}
+
+
+def _resizes_a_count(sentence: str, earlier: Sequence[Message], found: Sequence[Sequence[Value]]) -> bool:
+    """Whether `sentence` is about what an earlier count was for: "booking" after "book a table for 4"."""
+    topic = _stems(_topic_words(sentence))
+    return any(v.kind == "count" and topic & _stems(_topic_words(_sentence_at(m.text, v.start)))
+               for m, vs in zip(earlier, found) for v in vs)
 
 
 def _sentence_at(text: str, offset: int) -> str:

@@ -38,6 +38,9 @@ def strip_vocative(text: str, wearer: Wearer) -> tuple[bool, str]:
         return match.group(1)
 
     text = vocative.sub(drop, text)
+    # ... and by closing with their name: "Happy to, Alex.", "with my eyes 🙈 Alex??".
+    closing = re.compile(rf"()(?:\s*,|\s+[^\w\s,.!?]+)\s*(?:{pattern.pattern})(?=[.!?]+(?:\s|$))", re.IGNORECASE)
+    text = closing.sub(drop, text)
     text = re.sub(r"(^|[.!?…]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text) if found else text
     return found, text
 
