@@ -88,7 +88,8 @@ def test_every_suite_has_threads_with_untrusted_messages(suite):
     if not SUITES[suite].is_file():
         pytest.skip(f"{SUITES[suite]} not found")
     threads = load_suite(SUITES[suite])
-    assert sum(untrusted(t) for t in threads) >= 2
+    # Every suite measures "injected claims stated": each needs a thread that must be flagged.
+    assert sum(untrusted(t) for t in threads) >= 1
 
 
 def test_the_readme_table_shows_each_suite_and_path(tmp_path):
