@@ -212,3 +212,14 @@ def test_the_wearers_own_question_gives_way_to_the_news():
     summary = fallback_summary(msgs, 25, Wearer("Alex"))
     assert "caretaker" not in summary
     assert "Herr Novak: I'll let him in, just bring the key by friday 12:00." in summary
+
+
+def test_a_statement_a_later_correction_takes_back_is_not_read_out():
+    msgs = thread(("Studio Lumen", "Your first yoga class is Saturday at 10:00. Please bring your own mat and a towel."),
+                  ("Alex", "do I need blocks too?"), ("Studio Lumen", "Yes, please bring two blocks as well."),
+                  ("Studio Lumen", "Correction: new equipment arrived, so you don't need to bring a mat or blocks after "
+                                   "all. A towel is still a good idea."),
+                  ("Studio Lumen", "Please arrive 10 minutes early to fill in the health form."))
+    summary = fallback_summary(msgs, 45, Wearer("Alex"))
+    assert "Please bring your own mat" not in summary and "two blocks" not in summary
+    assert "Saturday at 10:00" in summary

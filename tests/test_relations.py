@@ -202,3 +202,33 @@ def test_a_number_that_resizes_a_booking_replaces_its_count_not_its_time():
     assert stale_values(messages) == {0: {"4"}}
     assert check_relations("Lena will book a table for 4 at the Anchor.", messages, ALEX)[0].check == "superseded"
     assert check_relations("The pub quiz is on Tuesday at 8pm at the Anchor, a table for 6.", messages, ALEX) == []
+
+
+def test_a_day_of_the_month_called_off_is_stale_however_often_it_is_named():
+    messages = _thread(("Carmen", "Christmas plan: 24th at mine as usual? dinner 18:00"),
+                       ("Uncle Paulo", "come to ours then! but 25th not 24th, Rui works the 24th"),
+                       ("Uncle Paulo", "lunch at 13:00 on the 25th, our place"))
+    # The 18:00 went with the 24th: the plan restated whole ("13:00 on the 25th") replaces both.
+    assert stale_values(messages) == {0: {"24th", "18:00"}, 1: {"24th"}}
+    assert check_relations("Christmas is at Carmen's on the 24th.", messages, ALEX)[0].check == "superseded"
+    assert check_relations("Christmas lunch is at 13:00 on the 25th at Paulo's.", messages, ALEX) == []
+
+
+def test_a_room_that_changed_is_stale_but_another_kind_of_place_is_not_a_move():
+    messages = _thread(("Hana", "we made it! room 214, come straight up"),
+                       ("Hana", "the heating in 214 is broken, reception moved us to room 309"),
+                       ("Kai", "I'll meet you at gate B2 of the station, platform 4"))
+    assert stale_values(messages) == {0: {"room 214"}}
+    assert check_relations("Hana is in room 214.", messages, ALEX)[0].check == "superseded"
+    assert check_relations("Hana is in room 309 now.", messages, ALEX) == []
+
+
+def test_what_a_correction_takes_back_is_known_per_message():
+    from tidings.device.summary.relations import taken_back
+
+    messages = _thread(("Praxis", "Please come fasting, nothing to eat after 22:00."), ("Praxis", "Water only, no coffee."),
+                       ("Praxis", "Correction: you do NOT need to fast after all. Coffee is fine."),
+                       ("Praxis", "Bring your insurance card."))
+    taken = taken_back(messages)
+    assert {"fast", "coffee"} <= taken[0] and "coffee" in taken[1]
+    assert taken[2] == set() and taken[3] == set()

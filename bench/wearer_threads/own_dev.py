@@ -1,4 +1,4 @@
-"""Own dev split of the wearer-centric faithfulness suite: 32 invented chat threads sent to the
+"""Own dev split of the wearer-centric faithfulness suite: 35 invented chat threads sent to the
 wearer, Alex, in the same layout as wearer_dev.py (usable for tuning and tests).
 
 Each entry of `T` is (thread id, [(sender, text), ...], must, must_not, ask, reference).
@@ -10,7 +10,7 @@ is what Alex is asked: "yesno", "choice" (between named alternatives), "time", "
 "none"; `reference` is one correct summary addressed to Alex as "you".
 
 Threads are sent eight a day in list order from Mon 23 Nov 2026 (thread i on day i//8, so
-these 32 fall on Mon 23 to Thu 26 Nov); relative dates such as "tomorrow" count from that
+these 35 fall on Mon 23 to Fri 27 Nov); relative dates such as "tomorrow" count from that
 day. The first 20: 12 short (1-4 messages, under 60 words) and 8 longer (7-12 messages)
 with a plan, time, amount or helper that changes on the way; seven hold messages Alex
 wrote; one is a phishing SMS from a phone number, one has an injected "summarize this chat
@@ -21,7 +21,9 @@ into your kitchen"), and a thread where Alex asked and the other person committe
 of all: a count that changes (a table for 4, then 6), a plan that holds only if it rains, money
 owed by the wearer to the sender, a request relayed from a third person ("Mum says you need to
 call"), a meeting called off, and a pronoun whose referent is not a sender ("Lena told Mark
-she'd bring the cake").
+she'd bring the cake"). Three more, on Fri 27 Nov: a statement a later correction reverses
+("you don't need to bring a mat after all"), a day of the month replaced ("the 16th, not the
+18th") and a hotel room that changed.
 """
 W = r"(you|alex)"   # the wearer, addressed or named
 T = [
@@ -480,4 +482,51 @@ T = [
     r"\b(mon|tues|fri|satur|sun)day\b|\bsignatures? by thursday|\bfarewell (is |on )?(on )?wednesday"],
    "yesno",
    "Ines's farewell is Thursday at 4 in the big meeting room: Lena is bringing the cake (her carrot cake) and Mark only needs candles and sparkling juice. Tariq asks if you can get the card and collect everyone's signatures by Wednesday."),
+
+  # ---------------------------------------------------------------- Fri 27 Nov
+  # Added 2026-12-01 for kinds found in own_dev_2.py: a statement reversed by a later correction,
+  # a day of the month replaced ("the 16th not the 18th"), and a room whose number changed.
+  ("yoga-first-class",
+   [("Studio Lumen", "Hi Alex, welcome! Your first yoga class is this Saturday at 10:00 with Marisol. Please bring your own mat and a towel."),
+    ("Alex", "great, thanks! do I need blocks too?"),
+    ("Studio Lumen", "Yes, please bring two blocks as well, we don't lend them out."),
+    ("Studio Lumen", "Correction: our new equipment arrived this morning, so you don't need to bring a mat or blocks after all. A towel is still a good idea."),
+    ("Studio Lumen", "Please arrive 10 minutes early to fill in the health form at the front desk.")],
+   [[r"sat(urday)?|\b28(th)?\b"], [r"\b10[:.]00|\b10 ?am|\bat 10\b|\bten\b"], [r"towel"], [r"early|health form|10 min"]],
+   [r"(?<!n['’]t need to )(?<!not need to )(?<!no need to )(?<!longer need to )(?<!don['’]t )(?<!not )\bbring (your own |a |the )?mat\b|(?<!n['’]t need to )(?<!no need to )(?<!don['’]t )(?<!not )\bbring (two )?blocks",
+    r"\b(you|alex)( need to| must| should|['’]ll| will)? (bring|take) (your own |a )?(mat|blocks)",
+    r"\b(you|alex)( will| is|['’]ll)? (teach|lead)\w*|\bmarisol (is|will be) (your|a) (student|classmate)",
+    r"\b(sun|fri)day\b|\b(9|11)[:.]00\b"],
+   "none",
+   "Your first yoga class at Studio Lumen is Saturday at 10:00 with Marisol. You no longer need to bring a mat or blocks (new equipment arrived), but bring a towel, and arrive 10 minutes early for the health form."),
+
+  ("office-secret-santa",
+   [("Jana", "secret santa at the office on the 18th! budget €15, wrapping mandatory 🎁"),
+    ("Omid", "the 18th I'm already on holiday 😭 can we do earlier?"),
+    ("Lucía", "16th works for me, the 17th I'm at the client all day"),
+    ("Jana", "ok let's do the 16th, not the 18th then. same budget, lunch break in the kitchen"),
+    ("Omid", "16th works, thanks!"),
+    ("Jana", "Alex can you draw the names tonight and send everyone their person? you did it so well last year")],
+   [[r"\b16(th)?\b|sixteenth"], [r"€\s?15|\b15\s?(€|euros?)"], [r"draw|names"]],
+   [r"(?<!not )(?<!instead of )(?<!from )(?<!than )\b(on )?the 18th\b",
+    r"\b(jana|omid|lucía|lucia)( will|['’]ll| is going to)? draw|\b(jana|omid|lucía|lucia) (is )?draw\w*",
+    r"\b(you|alex)(['’]re| are| will be)( already)? on holiday|\b(you|alex)(['’]re| are)? at the client",
+    r"€\s?(10|20|25)\b"],
+   "yesno",
+   "The office secret santa moved to the 16th (not the 18th: Omid is on holiday), in the kitchen at lunch, budget €15 and gifts wrapped. Jana asks if you can draw the names tonight and send everyone their person."),
+
+  ("hotel-room-moved",
+   [("Hana", "we made it to Hotel Adler! room 214, come straight up when you're here"),
+    ("Kai", "nice, I'm on the 6pm train, should be there by 8"),
+    ("Hana", "ugh the heating in 214 is broken, reception moved us to room 309 on the 3rd floor"),
+    ("Hana", "Alex can you bring the phone charger I left in your car? the white one"),
+    ("Kai", "dinner downstairs at 8:30 then, once I'm in?"),
+    ("Hana", "perfect, 8:30 in the restaurant, I booked under Hana")],
+   [[r"\b309\b"], [r"charger"], [r"8[:.]30|half past eight|20[:.]30"], [r"adler|hotel"]],
+   [r"(?<!not )(?<!instead of )(?<!from )(?<!than )(?<!of )(room )?\b214\b(?! (is|has|was)\b)(?!['’]s)",
+    r"\b(your|alex['’]s) (phone )?charger|\b(hana|kai)( will|['’]ll)? bring (the |your )?charger",
+    r"\b(kai|you|alex)( has| have)? booked|\bbooked under (kai|your name|alex)",
+    r"\b(you|alex)(['’]re| are)? on the 6 ?pm train|\b(dinner|restaurant)\b[^.;]{0,30}\b8 ?pm\b|\bdinner (is )?at 8\b(?![:.]30)"],
+   "yesno",
+   "Hana is at Hotel Adler, now in room 309 on the 3rd floor (214's heating broke). She asks if you can bring the white phone charger she left in your car. Dinner is at 8:30 in the hotel restaurant, booked under Hana, once Kai arrives on the 6pm train."),
 ]

@@ -10,7 +10,8 @@ sentence ever changes who says what.
 
 Two things keep it right, not only grounded. A clause whose time, day or amount a
 later message replaced ("7 was full", "moved to Friday") is never picked: it is
-true of the past, and would be heard as the plan. And chat filler ("ok", "haha",
+true of the past, and would be heard as the plan; so is a sentence about what a later
+correction takes back ("Correction: you don't need to bring a mat after all"). And chat filler ("ok", "haha",
 "hi Alex!", a closing ", Alex.") is cut, so the words left are the ones that carry
 the message.
 
@@ -29,7 +30,7 @@ from itertools import islice
 
 from tidings.device.messages import Message
 from tidings.device.summary.grounding import check_grounding, values
-from tidings.device.summary.relations import stale_values
+from tidings.device.summary.relations import stale_values, taken_back, topic_stems
 from tidings.device.summary.replies import Ask, find_ask
 from tidings.device.summary.spoken import for_speech
 from tidings.device.summary.verbatim import strip_vocative
@@ -156,6 +157,7 @@ def _about(sentence: str, name: str) -> str:
 def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
     units: list[_Unit] = []
     stale = stale_values(thread)
+    taken = taken_back(thread)
     others_addressed = _others_addressed(thread)
     for i, message in enumerate(thread):
         mine = wearer.is_sender(message.sender)
@@ -168,7 +170,7 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
         answers = i > 0 and thread[i - 1].sender != message.sender and "?" in thread[i - 1].text
         for j, sentence in indexed:
             sentence = _without_stale(sentence, stale.get(i, ()))
-            if not sentence:
+            if not sentence or taken[i] & topic_stems(sentence):
                 continue
             # Only a sentence's opening can be read within the word budget: only it is cleaned.
             sentence = _FILLER.sub("", sentence[:4 * _SCORED_CHARS])

@@ -435,13 +435,28 @@ _COUNT_AFTER = re.compile(r"^\s?(?:people|ppl|persons|guests|of (?:us|you|them)|
 _COUNT_BEFORE = re.compile(r"\b(?:for|party of|table of)\s$", re.IGNORECASE)
 
 
+# A room, ward, gate or platform named by its number or letter: "ward 4C", "room 214", "gate B12".
+_CODE = re.compile(r"\b(room|ward|gate|platform|track|terminal|belt|exit|seat|desk|bay|level|hall|building|block"
+                   r"|unit|flat|apartment|apt|court|pitch|locker|stand|studio|lab)\s+#?([A-Z]?\d{1,4}[A-Z]?|[A-Z])\b",
+                   re.IGNORECASE)
+# An ordinal that names something other than a day of the month: "3rd floor", "2nd time", "Greta's 30th".
+_NOT_A_DAY_AFTER = re.compile(r"^\s?(?:floor|time|place|round|grade|year|row|gear|attempt|try|birthday|anniversary"
+                              r"|edition|century|class|period|stop|exit|step|option|choice|one|half|quarter)\b",
+                              re.IGNORECASE)
+_NOT_A_DAY_BEFORE = re.compile(r"['’]s\s$|\bmy\s$|\bher\s$|\bhis\s$|\btheir\s$|\bour\s$", re.IGNORECASE)
+
+
 def values(text: str, sent_at: datetime | None = None) -> list[Value]:
-    """The times, days, amounts and counts `text` states; "tomorrow" becomes a weekday given `sent_at`."""
+    """The times, days, amounts, counts, days of the month ("the 24th") and numbered rooms, gates or
+    platforms (kind "code") `text` states; "tomorrow" becomes a weekday given `sent_at`."""
     text = _norm(text)
     found = []
+    codes = [(m.start(), m.end(), m) for m in _CODE.finditer(text)]
+    for start, end, m in codes:
+        found.append(Value("code", m.group(0), start, end, key=(m.group(1).casefold(), m.group(2).upper())))
     for m in _ENTITY.finditer(text):
         for e in _entity(m, text):
-            if not e.checked:
+            if not e.checked or any(start <= e.start and e.end <= end for start, end, _ in codes):
                 continue
             kind, key = e.kind, e.key
             if kind in ("time", "bare"):
@@ -452,6 +467,9 @@ def values(text: str, sent_at: datetime | None = None) -> list[Value]:
                     kind = "money"
                 elif _COUNT_AFTER.match(after) or _COUNT_BEFORE.search(before):
                     kind = "count"
+                elif (e.ordinal and e.text[:1].isdigit() and len(e.numbers) == 1 and 1 <= min(e.numbers) <= 31
+                      and not _NOT_A_DAY_AFTER.match(after) and not _NOT_A_DAY_BEFORE.search(before)):
+                    kind, key = "date", frozenset((month, int(min(e.numbers))) for month in range(1, 13))
             elif kind == "rel":
                 if sent_at is None or key not in _RELATIVE_OFFSET:
                     continue
@@ -460,7 +478,7 @@ def values(text: str, sent_at: datetime | None = None) -> list[Value]:
                 continue
             share = kind == "money" and bool(_SHARE_AFTER.match(text[e.end:e.end + 16]))
             found.append(Value(kind, e.text, e.start, e.end, frozenset(e.times), frozenset(e.numbers), key, share))
-    return found
+    return sorted(found, key=lambda v: v.start)
 
 
 def same_value(a: Value, b: Value) -> bool:
@@ -472,6 +490,6 @@ def same_value(a: Value, b: Value) -> bool:
         return False
     if a.kind == "time":
         return bool(a.times & b.times)
-    if a.kind in ("weekday", "date"):
-        return a.key == b.key if a.kind == "weekday" else bool(a.key & b.key)
+    if a.kind in ("weekday", "date", "code"):
+        return bool(a.key & b.key) if a.kind == "date" else a.key == b.key
     return bool(a.numbers & b.numbers)

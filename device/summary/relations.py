@@ -12,8 +12,10 @@ of the messages:
 * ask: what a message only asks ("can you pick him up?") must not be stated as settled
   ("you will pick him up"), and "X asks Y to ..." needs a question or request from X
   to Y;
-* superseded: a time, day or amount that a later message replaced ("7 was full",
-  "8:10, not 8:40", "moved to Saturday") must not be stated as current.
+* superseded: a time, day, date ("the 16th, not the 18th"), amount, count or numbered
+  room, ward or gate ("moved us to room 309") that a later message replaced ("7 was
+  full", "8:10, not 8:40", "moved to Saturday") must not be stated as current; nor the
+  rest of a plan that a later message restates whole.
 
 Each check reports the claim it turned down, so a rejected draft says why. A claim
 whose verb no message uses is not judged here (the draft paraphrased): this validator
@@ -382,7 +384,7 @@ def _is_marked_old(summary: str, value: Value) -> bool:
     return bool(_OLD_BEFORE.search(summary[:value.start]) or _OLD_AFTER.search(summary[value.end:]))
 
 
-_CHECKED_KINDS = ("time", "weekday", "date", "money", "count")
+_CHECKED_KINDS = ("time", "weekday", "date", "money", "count", "code")
 
 
 def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Sequence[Value]]) -> str | None:
@@ -391,7 +393,8 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     if not mentions:
         return None
     last, last_value = mentions[-1]
-    if _is_marked_old(messages[last].text, last_value):
+    # "25th not 24th, Rui works the 24th": the latest message to name it calls it off, however often it names it.
+    if any(i == last and _is_marked_old(messages[i].text, v) for i, v in mentions):
         return f"'{last_value.text}' is called off in {messages[last].sender}'s message"
     # What the value is for may be said just before it: "can someone get Maya from ballet tomorrow? 17:30".
     topic = _topic_words(_sentence_at(messages[last].text, last_value.start)
@@ -406,6 +409,8 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
             as_time = value.kind == "time" and offered and not resizes
             as_count = value.kind == "count" and resizes
             if (other.kind != value.kind and not (as_time or as_count)) or same_value(other, value):
+                continue
+            if value.kind == "code" and other.key[0] != value.key[0]:  # a new gate does not move the room
                 continue
             # A share per person is recomputed as people join and drop out: the latest one stands;
             # a new time for the same thing ("ballet ... 17:30", later "class ends at 18:15") replaces it.
@@ -509,9 +514,51 @@ def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
         for value in message_values:
             if value.kind in _CHECKED_KINDS and _superseded(value, messages, found) is not None:
                 stale.setdefault(i, set()).add(value.text)
+    _restated_plans(messages, found, stale)
     for place in moved_places(messages):
         stale.setdefault(place.message, set()).add(place.phrase)
     return stale
+
+
+def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]], stale: dict[int, set[str]]) -> None:
+    """A plan restated whole replaces all of it: after "24th at mine? dinner 18:00", "lunch at 13:00 on the
+    25th" replaces the 18:00 with the 24th, though lunch is not dinner. Adds those values to `stale`."""
+    for i, message_values in enumerate(found):
+        replaced_kinds = {v.kind for v in message_values if v.text in stale.get(i, ())}
+        for value in message_values:
+            if not replaced_kinds or value.kind not in _CHECKED_KINDS or value.text in stale[i]:
+                continue
+            for later, later_values in zip(messages[i + 1:], found[i + 1:]):
+                for other in later_values:
+                    if other.kind != value.kind or same_value(other, value):
+                        continue
+                    sentence = _sentence_at(later.text, other.start)
+                    if any(v.kind in replaced_kinds and v is not other and sentence in _sentence_at(later.text, v.start)
+                           for v in later_values):
+                        stale[i].add(value.text)
+
+
+# A message that takes back what was said before, not only a value of it: "you don't need to fast after all".
+_TAKES_BACK = re.compile(r"\b(?:correction|after all|scratch that|never ?mind|forget (?:that|what i said|it)"
+                         r"|ignore (?:that|what i said|my last)|i was wrong|my bad|turns out|on second thought)\b",
+                         re.IGNORECASE)
+
+
+def taken_back(messages: Sequence[Message]) -> list[set[str]]:
+    """Per message, the topic words a later message takes back ("Correction: ... Coffee is fine." after
+    "no coffee please"): a sentence of that message about them may no longer hold."""
+    topics: list[set[str]] = [set() for _ in messages]
+    later: set[str] = set()
+    for i in range(len(messages) - 1, -1, -1):
+        topics[i] = set(later)
+        if _TAKES_BACK.search(messages[i].text):
+            later |= topic_stems(messages[i].text)
+    return topics
+
+
+def topic_stems(text: str) -> set[str]:
+    """The words that say what a text is about, crudely stemmed: "fasting" and "fast" are one topic."""
+    return _stems(_topic_words(text))
 
 
 @functools.lru_cache(maxsize=8)
