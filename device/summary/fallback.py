@@ -24,13 +24,13 @@ names, times, days and amounts not yet said), until the word budget is spent.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 
 from tidings.device.messages import Message
 from tidings.device.summary.grounding import check_grounding, values
-from tidings.device.summary.relations import stale_values, taken_back, topic_stems
+from tidings.device.summary.relations import marked_old, stale_values, taken_back, topic_stems
 from tidings.device.summary.replies import Ask, find_ask
 from tidings.device.summary.spoken import for_speech
 from tidings.device.summary.verbatim import strip_vocative
@@ -197,15 +197,16 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
     return units
 
 
-def _without_stale(sentence: str, stale: set[str]) -> str:
-    """`sentence` less its clauses that state a value a later message replaced ("dinner friday, 7pm" once
-    7pm was full): what is left is still true; "" when nothing is."""
+def _without_stale(sentence: str, stale: Collection[str]) -> str:
+    """`sentence` less its clauses that state a value a later message replaced as if it still held
+    ("dinner friday, 7pm" once 7pm was full; not "25th, not 24th"): what is left is still true; "" when
+    nothing is."""
     if not any(value in sentence for value in stale):
         return sentence
     clauses = _STALE_CLAUSE_BREAK.split(sentence)
-    kept = [c for c in clauses if not any(value in c for value in stale)]
-    if len(kept) == len(clauses) or not kept:
-        return ""
+    kept = [c for c in clauses if all(value not in c or marked_old(c, value) for value in stale)]
+    if len(kept) == len(clauses):
+        return sentence
     return ", ".join(c.rstrip(",;: ") for c in kept)
 
 

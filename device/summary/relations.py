@@ -384,6 +384,12 @@ def _is_marked_old(summary: str, value: Value) -> bool:
     return bool(_OLD_BEFORE.search(summary[:value.start]) or _OLD_AFTER.search(summary[value.end:]))
 
 
+def marked_old(text: str, phrase: str) -> bool:
+    """Whether `text` says `phrase` no longer holds where it names it: "25th not 24th", "7 is full"."""
+    start = text.find(phrase)
+    return start >= 0 and bool(_OLD_BEFORE.search(text[:start]) or _OLD_AFTER.search(text[start + len(phrase):]))
+
+
 _CHECKED_KINDS = ("time", "weekday", "date", "money", "count", "code")
 
 
@@ -414,9 +420,16 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
                 continue
             # A share per person is recomputed as people join and drop out: the latest one stands;
             # a new time for the same thing ("ballet ... 17:30", later "class ends at 18:15") replaces it.
-            if (value.share and other.share) or _CHANGE_CUE.search(sentence) or topic & _topic_words(sentence):
+            if ((value.share and other.share) or _CHANGE_CUE.search(sentence) or _settles_on(other, sentence)
+                    or topic & _topic_words(sentence)):
                 return f"{later.sender} later says {other.text!r}"
     return None
+
+
+def _settles_on(value: Value, sentence: str) -> bool:
+    """ "fair, €15 it is", "the 16th works": a sentence that takes this value as the plan."""
+    return re.search(rf"{re.escape(value.text)}\s+(?:it is|it['’]?s|works|is fine|is good)\b", sentence,
+                     re.IGNORECASE) is not None
 
 
 def _stems(words: set[str]) -> set[str]:
@@ -540,8 +553,8 @@ def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]
 
 # A message that takes back what was said before, not only a value of it: "you don't need to fast after all".
 _TAKES_BACK = re.compile(r"\b(?:correction|after all|scratch that|never ?mind|forget (?:that|what i said|it)"
-                         r"|ignore (?:that|what i said|my last)|i was wrong|my bad|turns out|on second thought)\b",
-                         re.IGNORECASE)
+                         r"|ignore (?:that|what i said|my last)|i was wrong|my bad|turns out|on second thought"
+                         r"|waived|called off|cancell?ed|no longer)\b", re.IGNORECASE)
 
 
 def taken_back(messages: Sequence[Message]) -> list[set[str]]:
@@ -557,8 +570,12 @@ def taken_back(messages: Sequence[Message]) -> list[set[str]]:
 
 
 def topic_stems(text: str) -> set[str]:
-    """The words that say what a text is about, crudely stemmed: "fasting" and "fast" are one topic."""
-    return _stems(_topic_words(text))
+    """The words that say what a text is about, crudely stemmed: "fasting" and "fast" are one topic; short
+    nouns count here ("fee", "mat", "key")."""
+    text = re.sub(r"\w+n['’]t\b", " ", text.casefold())  # "don't" is about nothing
+    words = {w for w in re.findall(r"[^\W\d_]{3,}", text)
+             if w not in COMMON_WORDS and w not in _NOT_PEOPLE and w.rstrip("s") not in COMMON_WORDS}
+    return _stems(words)
 
 
 @functools.lru_cache(maxsize=8)

@@ -82,13 +82,22 @@ def _about(text: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
+_NEGATED_BEFORE = re.compile(r"(?:n['’]t|\bnot|\bno need to|\bnothing to|\bnever|\bno longer|\bwithout)\b[^.!?]{0,30}$",
+                             re.IGNORECASE)
+
+
+def _asks_payment(text: str) -> bool:
+    """A payment asked for, not one waived: "you don't need to come or pay anything" asks for none."""
+    return any(not _NEGATED_BEFORE.search(text[:m.start()]) for m in _PAYMENT.finditer(text))
+
+
 def _wants(text: str) -> tuple[str, ...]:
     wants = []
     asked = " ".join(m.group(0).lower() for m in _CREDENTIAL.finditer(text))
     if asked:
         wants.append("your password" if "password" in asked else "a code" if "code" in asked or "pin" in asked
                      else "your personal details")
-    if _PAYMENT.search(text):
+    if _asks_payment(text):
         wants.append("a payment")
     if _LINK.search(text):
         wants.append("a click on its link")
@@ -116,7 +125,7 @@ def suspicion(message: Message) -> Suspicion | None:
     links = _LINK.findall(text)
     if any(_LINK_BAIT.search(link) for link in links):
         signals.append("links to a login-like site")
-    if _PAYMENT.search(text) and (links or unknown):
+    if _asks_payment(text) and (links or unknown):
         signals.append("asks for a payment")
     # One signal is everyday ("reset your password at work"); scams combine them.
     if len(signals) >= 2 and (unknown or len(signals) >= 3):
