@@ -10,10 +10,10 @@ sentence ever changes who says what.
 
 Two things keep it right, not only grounded. A clause whose time, day or amount a
 later message replaced ("7 was full", "moved to Friday") is never picked: it is
-true of the past, and would be heard as the plan; so is a sentence about what a later
-correction takes back ("Correction: you don't need to bring a mat after all"). And chat filler ("ok", "haha",
-"hi Alex!", a closing ", Alex.") is cut, so the words left are the ones that carry
-the message.
+true of the past, and would be heard as the plan; nor is a sentence about what a
+later correction takes back ("Correction: you don't need to bring a mat after all").
+And chat filler ("ok", "haha", "hi Alex!", a closing ", Alex.") is cut, so the words
+left are the ones that carry the message.
 
 What it picks: first whatever the thread asks of the wearer, said as asked of them
 ("Olu asks you: ..."), however long the thread; then, greedily, the sentence that adds

@@ -82,8 +82,8 @@ def _about(text: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
-_NEGATED_BEFORE = re.compile(r"(?:n['’]t|\bnot|\bno need to|\bnothing to|\bnever|\bno longer|\bwithout)\b[^.!?]{0,30}$",
-                             re.IGNORECASE)
+_NEGATED_BEFORE = re.compile(r"(?:n['’]t|\bnot|\bno need to|\bnothing to|\bnever|\bno longer|\bwithout)\b"
+                             r"[^.!?]{0,30}$", re.IGNORECASE)
 
 
 def _asks_payment(text: str) -> bool:
