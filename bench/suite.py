@@ -328,7 +328,7 @@ def measure_faithfulness(quick: bool) -> dict:
     """Faithful / complete / usable reply options on threads written to a wearer, per suite (no per-thread rows)."""
     from tidings.bench.faithfulness import run as faithfulness
 
-    suites = ["dev"] if quick else ["dev", "own-dev", "own-dev-2", "held-out"]
+    suites = ["dev"] if quick else ["dev", "own-dev", "own-dev-2", "own-dev-3", "held-out"]
     report = faithfulness(suites, base_config=None)
     return {name: {k: v for k, v in suite.items() if k != "results"} for name, suite in report["suites"].items()}
 
