@@ -223,3 +223,14 @@ def test_a_statement_a_later_correction_takes_back_is_not_read_out():
     summary = fallback_summary(msgs, 45, Wearer("Alex"))
     assert "Please bring your own mat" not in summary and "two blocks" not in summary
     assert "Saturday at 10:00" in summary
+
+
+def test_a_fee_later_waived_is_not_read_out():
+    msgs = thread(("Kühn Kundendienst", "Your repair is booked for Wed 25 Nov, 13:00-17:00. Call-out fee €89, payable "
+                                        "to the technician by card."),
+                  ("Kühn Kundendienst", "Please empty the machine and clear space in front of it."),
+                  ("Kühn Kundendienst", "Good news: this is a repeat fault within warranty, so the call-out fee is "
+                                        "waived. You only pay for parts if needed."))
+    summary = fallback_summary(msgs, 45, Wearer("Alex"))
+    assert "€89" not in summary and "payable" not in summary
+    assert "Your repair is booked for Wed 25 Nov, 13:00-17:00." in summary

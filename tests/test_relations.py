@@ -131,6 +131,7 @@ def test_a_draft_must_say_what_the_wearer_is_asked_not_only_that_they_are():
     ("pickup is friday", "sorry, I meant saturday", "friday"),
     ("we land at 14:05", "new landing time 14:50", "at 14:05"),
     ("train leaves 9:10", "delayed, now 9:40", "9:10"),
+    ("budget €20 each?", "fair, €15 it is", "€20"),
 ])
 def test_a_value_replaced_in_other_words_is_stale(first, later, stale):
     messages = list(parse_lines([json.dumps({"id": str(i), "thread": "t", "sender": "Ana", "text": text,
