@@ -326,9 +326,9 @@ def measure_quality(models: dict[str, ModelFile], dialogues: int | None) -> dict
 
 def measure_faithfulness(quick: bool) -> dict:
     """Faithful / complete / usable reply options on threads written to a wearer, per suite (no per-thread rows)."""
-    from tidings.bench.faithfulness import run as faithfulness
+    from tidings.bench.faithfulness import SUITES, run as faithfulness
 
-    suites = ["dev"] if quick else ["dev", "own-dev", "own-dev-2", "own-dev-3", "held-out"]
+    suites = ["dev"] if quick else list(SUITES)
     report = faithfulness(suites, base_config=None)
     return {name: {k: v for k, v in suite.items() if k != "results"} for name, suite in report["suites"].items()}
 

@@ -269,8 +269,8 @@ def _the_ask(units: list[_Unit], ask: Ask) -> _Unit | None:
     if put_to_them:
         return max(put_to_them, key=lambda u: u.order)
     question = _alnum(ask.question)
-    found = [u for u in units if u.sender != "You" and question and _alnum(u.text)
-             and (question in _alnum(u.text) or _alnum(u.text) in question)]
+    found = [u for u in units if u.sender != "You" and question and (text := _alnum(u.text))
+             and (question in text or text in question)]
     return max(found, key=lambda u: u.order) if found else None
 
 

@@ -380,14 +380,18 @@ def _check_action(claim: _Claim, thread: _Thread) -> Problem | None:
     return None
 
 
+def _old_around(text: str, start: int, end: int) -> bool:
+    return bool(_OLD_BEFORE.search(text[:start]) or _OLD_AFTER.search(text[end:]))
+
+
 def _is_marked_old(summary: str, value: Value) -> bool:
-    return bool(_OLD_BEFORE.search(summary[:value.start]) or _OLD_AFTER.search(summary[value.end:]))
+    return _old_around(summary, value.start, value.end)
 
 
 def marked_old(text: str, phrase: str) -> bool:
     """Whether `text` says `phrase` no longer holds where it names it: "25th not 24th", "7 is full"."""
     start = text.find(phrase)
-    return start >= 0 and bool(_OLD_BEFORE.search(text[:start]) or _OLD_AFTER.search(text[start + len(phrase):]))
+    return start >= 0 and _old_around(text, start, start + len(phrase))
 
 
 _CHECKED_KINDS = ("time", "weekday", "date", "money", "count", "code")
@@ -538,17 +542,19 @@ def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]
     25th" replaces the 18:00 with the 24th, though lunch is not dinner. Adds those values to `stale`."""
     for i, message_values in enumerate(found):
         replaced_kinds = {v.kind for v in message_values if v.text in stale.get(i, ())}
-        for value in message_values:
-            if not replaced_kinds or value.kind not in _CHECKED_KINDS or value.text in stale[i]:
-                continue
-            for later, later_values in zip(messages[i + 1:], found[i + 1:]):
-                for other in later_values:
-                    if other.kind != value.kind or same_value(other, value):
-                        continue
-                    sentence = _sentence_at(later.text, other.start)
-                    if any(v.kind in replaced_kinds and v is not other and sentence in _sentence_at(later.text, v.start)
-                           for v in later_values):
-                        stale[i].add(value.text)
+        if not replaced_kinds:
+            continue
+        for later, later_values in zip(messages[i + 1:], found[i + 1:]):
+            by_sentence: dict[str, list[Value]] = {}
+            for v in later_values:
+                by_sentence.setdefault(_sentence_at(later.text, v.start), []).append(v)
+            for value in message_values:
+                if value.kind not in _CHECKED_KINDS or value.text in stale[i]:
+                    continue
+                if any(other.kind == value.kind and not same_value(other, value)
+                       and any(v.kind in replaced_kinds and v is not other for v in together)
+                       for together in by_sentence.values() for other in together):
+                    stale[i].add(value.text)
 
 
 # A message that takes back what was said before, not only a value of it: "you don't need to fast after all".
