@@ -9,8 +9,12 @@ plus espeak-ng voices, each clean and with white noise at --snr dB
 deterministic except the timings.
 
 1. STT word error rate. faster-whisper tiny.en (WhisperStt, as the device runs
-   it) transcribes short chat replies (REPLIES: times, names, numbers) spoken by
-   every voice, clean and noisy. WER is jiwer's (substitutions + deletions +
+   it: 5 beams, the dictation read as following the message it answers) transcribes
+   short chat replies (REPLIES: times, names, numbers, each with the message it
+   answers) spoken by every voice, clean and noisy. The same audio is also
+   transcribed unprimed, and by a one-beam unprimed recognizer (the baseline: the
+   device before beams and priming), with the ratio of recognition times in the
+   same run. WER is jiwer's (substitutions + deletions +
    insertions over reference words, pooled over the utterances of a cell, so
    it can exceed 1). Both sides are normalized the same way first (normalize()):
    lower case; curly quotes straightened; "a.m."/"p m" -> "am"/"pm"; "o'clock"
@@ -25,7 +29,7 @@ deterministic except the timings.
    words kept).
 2. Command accuracy. Each of the 8 command words alone and in a light carrier
    phrase ("Okay, send it.", "Next one."), every voice, clean and noisy,
-   transcribed with hint_words=COMMAND_WORDS and matched with match_command,
+   transcribed with words_prompt(COMMAND_WORDS) and matched with match_command,
    exactly as the loop does outside dictation. Accuracy = the intended command
    came out. False-accept rate: the reply sentences of (1) through the same
    path; any command at all is a false accept.
@@ -49,7 +53,9 @@ deterministic except the timings.
      wall time with the source's start time) to the play() of the read-back.
      Parts: vad (the endpointer's hangover and detection, up to the loop's
      speech_end mark), queue (the loop still busy with an earlier utterance),
-     stt, compose (the LLM rewrite and its checks), tts (the read-back's first
+     stt (what is left of recognition after the cut: the loop starts it 300 ms
+     into the silence, and "recognized_ahead" counts the dictations it had
+     started before the cut), compose (the LLM rewrite and its checks), tts (the read-back's first
      sentence) and other (store, dialog). It also records whether each reply
      came from the model or the cleaned dictation.
      Goal: p95 <= 1.2 s.
@@ -59,7 +65,7 @@ deterministic except the timings.
    dictation spoken by every voice, clean, transcribed as the loop transcribes a
    dictation and composed by ReplyComposer on the device's engine; a reply is as
    expected when it normalizes (as for WER) to the expected one. The same audio is
-   transcribed again primed with the words of the message it answers (thread_hints),
+   transcribed again primed with the message it answers (reply_prompt),
    as the loop primes a dictation: the two shares are the effect of priming. Also
    scored on the written dictations (no speech): the composer on its own.
 5. The machine: CPU, cores, date, package versions, load average at start and
@@ -67,6 +73,7 @@ deterministic except the timings.
 
 Saves voice.json and voice.png in --out. JSON keys: benchmark, date, quick,
 seed, machine, versions, setup, stt_wer {overall, by_condition, by_voice,
+unprimed {overall, by_condition, by_voice}, baseline {...}, stt_time_ratio_to_baseline,
 utterances}, commands {accuracy, alone, carrier, by_voice, trials,
 false_accept {rate, accepted, n, by_condition}}, latency {arrival {summary,
 lead_silence_s, goal_p95_s, met, inserted, timed, not_timed, trials}, readback
@@ -116,28 +123,29 @@ from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command
 from tidings.device.voice.compose import ReplyComposer
 from tidings.device.voice.dialog import State
 from tidings.device.voice.loop import VoiceLoop
-from tidings.device.voice.stt import WhisperStt, thread_hints
+from tidings.device.voice.stt import WhisperStt, reply_prompt, words_prompt
 from tidings.device.voice.tts import EspeakTts, HibariTts, Tts
 from tidings.device.voice.vad import Endpointer, SileroVad
 from tqdm import tqdm
 
-# Short chat replies as a wearer would dictate them: times, names, numbers.
-REPLIES: tuple[str, ...] = (
-    "Sure, I'll pick up Lily at 5:30.",
-    "Running 10 minutes late, start without me.",
-    "Can we move the call to 3 pm tomorrow?",
-    "Tell Priya the slides are ready.",
-    "I'll be there at six, save me a seat.",
-    "Dinner for 4 at 7:30 sounds great.",
-    "The train gets in at 6:15, see you then.",
-    "Yes, Tom can have the car on Friday.",
-    "I owe you $20 for the tickets.",
-    "Meet me at gate 12 in twenty minutes.",
-    "Thanks Alex, I got the package.",
-    "Let's do Thursday at 10 instead.",
-    "My flight lands at 9:45 tonight.",
-    "Ask Maya to call me back after 2.",
-    "Room 204 is booked until noon.",
+# Short chat replies as a wearer would dictate them (times, names, numbers), each with the message it
+# answers, which the device reads recognition as following. About half repeat a value of that message.
+REPLIES: tuple[tuple[str, str], ...] = (
+    ("Sure, I'll pick up Lily at 5:30.", "Mom: Can you get Lily from school today? She finishes at 5:30."),
+    ("Running 10 minutes late, start without me.", "Sam: We're all at the table, where are you?"),
+    ("Can we move the call to 3 pm tomorrow?", "Priya: Are we still on for the call at 11 tomorrow?"),
+    ("Tell Priya the slides are ready.", "Tom: Priya is asking about the slides for Monday."),
+    ("I'll be there at six, save me a seat.", "Jess: The movie starts at 6, are you coming?"),
+    ("Dinner for 4 at 7:30 sounds great.", "Sam: Shall I book dinner for 4 at 7:30 on Friday?"),
+    ("The train gets in at 6:15, see you then.", "Dad: What time does your train arrive? I'll pick you up."),
+    ("Yes, Tom can have the car on Friday.", "Mom: Tom asks if he can borrow the car on Friday."),
+    ("I owe you $20 for the tickets.", "Maya: Got us the concert tickets! $20 each."),
+    ("Meet me at gate 12 in twenty minutes.", "Leo: Just landed, where should I find you?"),
+    ("Thanks Alex, I got the package.", "Alex: Did the package arrive?"),
+    ("Let's do Thursday at 10 instead.", "Nina: Can't make Wednesday, sorry. Thursday or Friday?"),
+    ("My flight lands at 9:45 tonight.", "Dad: When do you land tonight?"),
+    ("Ask Maya to call me back after 2.", "Ben: Maya called for you while you were out."),
+    ("Room 204 is booked until noon.", "Grace: Is the meeting room free this morning?"),
 )
 # What the wearer says after "Reply.": the reply, sometimes with an instruction around it.
 DICTATIONS: tuple[str, ...] = (
@@ -176,14 +184,14 @@ ARRIVAL_TEXTS = (
     "Dinner is at 7, bring the salad.", "Did you get my email about Friday?", "Running late, order without me.",
     "The package arrived, it's at the front desk.", "Can we push our call to tomorrow at 10?",
 )
-GOALS = {"arrival_p95_s": 0.8, "readback_p95_s": 1.2}
+GOALS = {"arrival_p95_s": 0.8, "readback_p95_s": 1.2, "wer_espeak_clean": 0.12, "command_accuracy_espeak_clean": 0.97}
 ARRIVAL_LEAD = 2.0  # a message arrives this long before the wearer's next "Next."
 MAX_ARRIVALS = len(SENDERS)
 
 
 @dataclass
 class Options:
-    replies: Sequence[str] = REPLIES
+    replies: Sequence[tuple[str, str]] = REPLIES  # (reply, the message it answers)
     voices: Sequence[str] = VOICES
     command_phrases: Sequence[tuple[Command, str]] = COMMAND_PHRASES
     snr_db: float = 10.0
@@ -313,39 +321,64 @@ def _wer_cell(refs: list[str], hyps: list[str]) -> dict:
             "deletions": out.deletions, "insertions": out.insertions, "n": len(refs)}
 
 
-def measure_replies(stt: WhisperStt, voices: dict[str, Tts], options: Options) -> tuple[dict, dict]:
-    """WER of the replies, and the same audio through the command path (false accepts)."""
+def _as_message(line: str) -> Message:
+    sender, _, text = line.partition(": ")
+    return _message("context", "t", sender, text)
+
+
+def measure_replies(stt: WhisperStt, baseline: WhisperStt, voices: dict[str, Tts],
+                    options: Options) -> tuple[dict, dict]:
+    """WER of the replies as the device hears a dictation (primed with the message answered), the same
+    audio unprimed and through `baseline` (one beam, unprimed: the recognizer before priming and beams),
+    and the audio through the command path (false accepts)."""
     import jiwer  # noqa: F401  (fail before the long part if it is missing)
 
+    answering = dict(options.replies)
     rows = []
     total = len(voices) * len(options.replies) * 2
-    for label, condition, text, audio in tqdm(_corpus(voices, options.replies, options.snr_db, options.seed),
+    for label, condition, text, audio in tqdm(_corpus(voices, list(answering), options.snr_db, options.seed),
                                               total=total, desc="STT: replies", unit="utt",
                                               disable=not options.progress):
-        heard = stt.transcribe(audio).text
-        hinted = stt.transcribe(audio, hint_words=COMMAND_WORDS).text
+        heard = stt.transcribe(audio, prompt=reply_prompt([_as_message(answering[text])]))
+        unprimed = stt.transcribe(audio)
+        base = baseline.transcribe(audio)
+        hinted = stt.transcribe(audio, prompt=words_prompt(COMMAND_WORDS)).text
         command = match_command(hinted)
-        rows.append({"voice": label, "condition": condition, "reference": text, "hypothesis": heard,
+        rows.append({"voice": label, "condition": condition, "reference": text, "answers": answering[text],
+                     "hypothesis": heard.text, "unprimed": unprimed.text, "baseline": base.text,
+                     "stt_s": heard.compute_seconds, "baseline_stt_s": base.compute_seconds,
                      "hinted": hinted, "command": command.value if command else None})
     return score_replies(rows, list(voices), conditions(options.snr_db))
 
 
 def score_replies(rows: list[dict], voices: list[str], conds: Sequence[str]) -> tuple[dict, dict]:
     """WER tables and false accepts from transcripts: rows of voice, condition, reference, hypothesis
-    (plain), hinted (with the command hint) and command (what match_command made of it)."""
+    (as the device hears a dictation), unprimed and baseline (the same audio without the answered message,
+    and through the one-beam recognizer), stt_s and baseline_stt_s (their recognition times), hinted (with
+    the command prompt) and command (what match_command made of it)."""
     for row in rows:
         row["reference_normalized"], row["hypothesis_normalized"] = normalize(row["reference"]), normalize(
             row["hypothesis"])
         row["wer"] = _wer_cell([row["reference_normalized"]], [row["hypothesis_normalized"]])["wer"]
 
-    def cell(selected: list[dict]) -> dict:
-        return _wer_cell([r["reference_normalized"] for r in selected], [r["hypothesis_normalized"] for r in selected])
+    def tables(key: str) -> dict:
+        def cell(selected: list[dict]) -> dict:
+            return _wer_cell([r["reference_normalized"] for r in selected], [normalize(r[key]) for r in selected])
 
+        return {"overall": cell(rows),
+                "by_condition": {c: cell([r for r in rows if r["condition"] == c]) for c in conds},
+                "by_voice": {v: {c: cell([r for r in rows if r["voice"] == v and r["condition"] == c])
+                                 for c in conds} for v in voices}}
+
+    espeak_clean = [r for r in rows if r["voice"].startswith("espeak") and r["condition"] == conds[0]]
     wer = {
-        "overall": cell(rows),
-        "by_condition": {c: cell([r for r in rows if r["condition"] == c]) for c in conds},
-        "by_voice": {v: {c: cell([r for r in rows if r["voice"] == v and r["condition"] == c]) for c in conds}
-                     for v in voices},
+        **tables("hypothesis"),
+        "espeak_clean": _wer_cell([r["reference_normalized"] for r in espeak_clean],
+                                  [r["hypothesis_normalized"] for r in espeak_clean]) if espeak_clean else None,
+        "unprimed": tables("unprimed"),
+        "baseline": tables("baseline"),
+        # Same audio, same run: what beams and priming cost in recognition time.
+        "stt_time_ratio_to_baseline": sum(r["stt_s"] for r in rows) / max(1e-9, sum(r["baseline_stt_s"] for r in rows)),
         "utterances": rows,
     }
     accepted = [{"voice": r["voice"], "condition": r["condition"], "text": r["reference"], "heard": r["hinted"],
@@ -362,7 +395,7 @@ def measure_dictation_set(stt: WhisperStt, voices: dict[str, Tts], composer: Rep
                           options: Options) -> dict:
     """The share of dictations whose reply is the one they mean: written; spoken by each voice (clean) and
     transcribed plain; and the same audio transcribed primed with the answered thread's words
-    (thread_hints, as the loop primes a dictation), a ratio in the same run."""
+    (reply_prompt, as the loop primes a dictation), a ratio in the same run."""
     def expected(reply: str, wanted: str) -> bool:
         return normalize(reply) == normalize(wanted)
 
@@ -371,12 +404,11 @@ def measure_dictation_set(stt: WhisperStt, voices: dict[str, Tts], composer: Rep
     spoken = []
     for label, tts in tqdm(voices.items(), desc="dictation set", unit="voice", disable=not options.progress):
         for dictation, wanted, line in options.dictation_set:
-            sender, _, text = line.partition(": ")
-            hints = thread_hints([_message("context", "t", sender, text)])
+            prompt = reply_prompt([_as_message(line)])
             audio = utterance(tts, dictation)
-            row = {"voice": label, "dictation": dictation, "expected": wanted, "hints": list(hints)}
-            for mode, words in (("plain", ()), ("primed", hints)):
-                heard = stt.transcribe(audio, hint_words=words).text
+            row = {"voice": label, "dictation": dictation, "expected": wanted, "answers": line}
+            for mode, primer in (("plain", ""), ("primed", prompt)):
+                heard = stt.transcribe(audio, prompt=primer).text
                 reply = composer.compose(heard).text
                 row[mode] = {"heard": heard, "reply": reply, "ok": expected(reply, wanted)}
             spoken.append(row)
@@ -402,7 +434,7 @@ def measure_commands(stt: WhisperStt, voices: dict[str, Tts], options: Options) 
     for label, condition, text, audio in tqdm(_corpus(voices, list(intended), options.snr_db, options.seed),
                                               total=total, desc="STT: commands", unit="utt",
                                               disable=not options.progress):
-        heard = stt.transcribe(audio, hint_words=COMMAND_WORDS).text
+        heard = stt.transcribe(audio, prompt=words_prompt(COMMAND_WORDS)).text
         command = match_command(heard)
         trials.append({"voice": label, "condition": condition, "text": text, "intended": intended[text].value,
                        "heard": heard, "command": command.value if command else None,
@@ -450,10 +482,10 @@ class TimedStt:
     def __init__(self, stt: WhisperStt) -> None:
         self.stt, self.calls = stt, []
 
-    def transcribe(self, audio, *, hint_words=()):
+    def transcribe(self, audio, *, prompt=""):
         start = time.monotonic()
-        transcript = self.stt.transcribe(audio, hint_words=hint_words)
-        self.calls.append(Timed(start, time.monotonic(), transcript.text, "hinted" if hint_words else ""))
+        transcript = self.stt.transcribe(audio, prompt=prompt)
+        self.calls.append(Timed(start, time.monotonic(), transcript.text, "primed" if prompt else ""))
         return transcript
 
 
@@ -634,6 +666,7 @@ def measure_readback(summarizer, tts: Tts, stt: WhisperStt, config: Config, opti
     started = rig.source.started
     assert started is not None
     speech_ends = [(float(m.detail), m.at) for m in rig.loop.timeline if m.kind == "speech_end"]
+    heard_marks = [m for m in rig.loop.timeline if m.kind == "heard"]
     trials, not_timed = [], []
     parts: dict[str, list[float]] = {k: [] for k in ("vad", "queue", "stt", "compose", "tts", "other")}
     totals: list[float] = []
@@ -649,9 +682,12 @@ def measure_readback(summarizer, tts: Tts, stt: WhisperStt, config: Config, opti
             not_timed.append({**trial, "reason": f"{len(ends)} utterances cut from it by the endpointer"})
             continue
         vad_end, mark_at = ends[0]
-        # The loop transcribes every utterance, one at a time and in order: the k-th cut is the k-th STT call.
+        # Every cut is heard once, in order; its transcript is the latest recognition of that text before it
+        # was heard, which may have started before the cut (recognized ahead, during the hangover).
         k = speech_ends.index(ends[0])
-        stt_call = rig.stt.calls[k] if k < len(rig.stt.calls) else None
+        heard = heard_marks[k] if k < len(heard_marks) else None
+        stt_call = next((c for c in reversed(rig.stt.calls) if heard and c.end <= heard.at and c.text == heard.detail),
+                        None)
         compose = next((c for c in rig.composer.calls if stt_call and c.start >= stt_call.end), None)
         if stt_call is None or compose is None or compose.text != stt_call.text.strip():
             not_timed.append({**trial, "reason": "not taken as a dictation (was the \"Reply.\" misheard?)",
@@ -663,10 +699,12 @@ def measure_readback(summarizer, tts: Tts, stt: WhisperStt, config: Config, opti
             not_timed.append({**trial, "reason": "no read-back"})
             continue
         total = play.at - end_at
-        split = {"vad": mark_at - end_at, "queue": stt_call.start - mark_at, "stt": stt_call.end - stt_call.start,
+        split = {"vad": mark_at - end_at, "queue": max(0.0, stt_call.start - mark_at),
+                 "stt": max(0.0, stt_call.end - max(stt_call.start, mark_at)),  # what is left of it after the cut
                  "compose": compose.end - compose.start, "tts": synth.end - synth.start}
         split["other"] = total - sum(split.values())
         trial.update({"heard": stt_call.text, "reply_source": compose.detail, "latency_s": total,
+                      "recognized_ahead": stt_call.start < mark_at, "stt_s": stt_call.end - stt_call.start,
                       "vad_end_minus_true_end_s": vad_end - end_s, "parts_s": split,
                       "lead_silence_s": play.lead_silence, "readback": play.text})
         totals.append(total)
@@ -684,6 +722,7 @@ def measure_readback(summarizer, tts: Tts, stt: WhisperStt, config: Config, opti
             "lead_silence_s": leads,
             "goal_p95_s": GOALS["readback_p95_s"], "met": bool(totals) and summary["p95"] <= GOALS["readback_p95_s"],
             "timed": len(totals), "not_timed": not_timed,
+            "recognized_ahead": sum(t.get("recognized_ahead", False) for t in trials),
             "compose_sources": {"model": sources.count("model"), "dictation": sources.count("dictation"),
                                 "model_share": sources.count("model") / len(sources) if sources else None,
                                 "rejected": rejected, "replies": rig.composer.replies},
@@ -727,14 +766,15 @@ def run(options: Options) -> dict:
         config = replace(config, engine=replace(config.engine, n_threads=options.engine_threads))
     hibari = HibariTts(config.voice.voice)
     voices = {voice_label(spec): open_voice(spec, hibari) for spec in options.voices}
-    stt = WhisperStt(threads=config.voice.stt_threads, model_dir=options.stt_dir)
+    stt = WhisperStt(threads=config.voice.stt_threads, beam_size=config.voice.stt_beam_size, model_dir=options.stt_dir)
+    baseline_stt = WhisperStt(threads=config.voice.stt_threads, beam_size=1, model_dir=options.stt_dir)
     phases: dict[str, float] = {}
 
     def phase(name: str, since: float) -> None:
         phases[name] = round(time.monotonic() - since, 1)
 
     t = time.monotonic()
-    wer, false_accept = measure_replies(stt, voices, options)
+    wer, false_accept = measure_replies(stt, baseline_stt, voices, options)
     phase("replies", t)
     t = time.monotonic()
     commands = measure_commands(stt, voices, options)
@@ -762,7 +802,8 @@ def run(options: Options) -> dict:
         "seconds": round(time.monotonic() - started, 1), "phase_seconds": phases,
         "machine": machine, "versions": versions(),
         "setup": {
-            "stt": f"faster-whisper {options.stt_dir or 'tiny.en'} int8, {config.voice.stt_threads} threads, beam 1",
+            "stt": (f"faster-whisper {options.stt_dir or 'tiny.en'} int8, {config.voice.stt_threads} threads, "
+                    f"beam {config.voice.stt_beam_size}; a dictation primed with the message it answers"),
             "voices": list(voices), "snr_db": options.snr_db, "replies": len(options.replies),
             "command_phrases": len(options.command_phrases), "arrivals": options.arrivals,
             "dictations": options.dictations, "loop_tts": "hibari-heart",
@@ -776,7 +817,17 @@ def run(options: Options) -> dict:
         "latency": {"arrival": arrival, "readback": readback},
         "dictation_set": dictation_set,
     }
+    espeak_clean_commands = [t for t in commands["trials"] if t["voice"].startswith("espeak") and t["condition"] == "clean"]
     report["goals"] = {
+        "wer_espeak_clean": {"goal": f"<= {GOALS['wer_espeak_clean']}",
+                             "value": wer["espeak_clean"]["wer"] if wer["espeak_clean"] else None,
+                             "met": bool(wer["espeak_clean"]) and wer["espeak_clean"]["wer"] <= GOALS["wer_espeak_clean"]},
+        "command_accuracy_espeak_clean": {
+            "goal": f">= {GOALS['command_accuracy_espeak_clean']}",
+            "value": (acc := statistics.fmean(t["correct"] for t in espeak_clean_commands) if espeak_clean_commands
+                      else None),
+            "met": acc is not None and acc >= GOALS["command_accuracy_espeak_clean"]},
+        "false_accepts": {"goal": "0", "value": len(false_accept["accepted"]), "met": not false_accept["accepted"]},
         "arrival_to_announcement_p95_s": {"goal": f"<= {GOALS['arrival_p95_s']}", "value": arrival["summary"]["p95"],
                                           "met": arrival["met"]},
         "speech_end_to_readback_p95_s": {"goal": f"<= {GOALS['readback_p95_s']}", "value": readback["summary"]["p95"],
@@ -798,6 +849,10 @@ def table(report: dict) -> str:
         lines.append(f"  {voice:<18}" + "".join(f"{cells[c]['wer']:>12.3f}" for c in conds))
     lines.append(f"  {'all voices':<18}" + "".join(f"{wer['by_condition'][c]['wer']:>12.3f}" for c in conds)
                  + f"   overall {wer['overall']['wer']:.3f}")
+    for key, label in (("unprimed", "  unprimed"), ("baseline", "  1 beam, unprimed")):
+        lines.append(f"  {label:<18}" + "".join(f"{wer[key]['by_condition'][c]['wer']:>12.3f}" for c in conds)
+                     + f"   overall {wer[key]['overall']['wer']:.3f}")
+    lines.append(f"  recognition time against the baseline, same audio: {wer['stt_time_ratio_to_baseline']:.2f}x")
     lines += [f"Command accuracy ({report['setup']['command_phrases']} phrases per voice and condition)",
               f"  {'voice':<18}" + "".join(f"{c:>12}" for c in conds)]
     for voice, cells in commands["by_voice"].items():
@@ -817,7 +872,8 @@ def table(report: dict) -> str:
                f"{_fmt(r['max'])} s (n={r['n']}/{report['setup']['dictations']}; goal p95 <= "
                f"{readback['goal_p95_s']}: {'met' if readback['met'] else 'NOT met'})")]
     lines.append("    parts p50 / p95: " + ", ".join(
-        f"{k} {_fmt(v['p50'])}/{_fmt(v['p95'])}" for k, v in readback["parts"].items()))
+        f"{k} {_fmt(v['p50'])}/{_fmt(v['p95'])}" for k, v in readback["parts"].items())
+        + f"; recognition started during the hangover for {readback['recognized_ahead']}/{r['n']}")
     cs = readback["compose_sources"]
     lines.append(f"    replies from the model: {cs['model']}, from the cleaned dictation: {cs['dictation']}"
                  + (f" (rejected: {', '.join(f'{k} x{v}' for k, v in cs['rejected'].items())})"
@@ -828,6 +884,9 @@ def table(report: dict) -> str:
                  f"with the thread {ds['spoken']['primed_as_expected']:.1%} ("
                  + ", ".join(f"{v} {s['plain']:.0%} / {s['primed']:.0%}" for v, s in ds["spoken"]["by_voice"].items())
                  + ")")
+    lines.append("Goals: " + "; ".join(
+        f"{name} {_fmt(g['value'], '.3f') if isinstance(g['value'], float) else g['value']} ({g['goal']}: "
+        f"{'met' if g['met'] else 'NOT met'})" for name, g in report["goals"].items()))
     m = report["machine"]
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores, load average {m['load_avg_start'][0]:.2f} at start, "
                  f"{m['load_avg_end'][0]:.2f} at end")

@@ -91,7 +91,7 @@ def open_voice_loop(config: Config, store: Store, summarizer: Summarizer, source
     fleet = follow_fleet(config, summarizer.engine, TASK_ADAPTER, summarizer)
     return VoiceLoop(
         store=store, summarizer=summarizer, composer=ReplyComposer(summarizer.engine),
-        tts=open_tts(voice), stt=WhisperStt(threads=voice.stt_threads),
+        tts=open_tts(voice), stt=WhisperStt(threads=voice.stt_threads, beam_size=voice.stt_beam_size),
         endpointer=Endpointer(SileroVad(), threshold=voice.vad_threshold, hangover_ms=voice.vad_hangover_ms),
         source=source, sink=sink, wearer=Wearer.from_config(config.wearer), on_mark=on_mark,
         keep_examples=config.federation.keep_examples, prime_dictation=voice.prime_dictation,

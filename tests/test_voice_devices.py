@@ -12,7 +12,7 @@ from tidings.device.voice.audio import (CHUNK, SAMPLE_RATE, AudioDeviceError, Mi
                                         find_device)
 from tidings.device.voice.stt import WhisperStt
 from tidings.device.voice.tts import HibariTts
-from tidings.device.voice.vad import Endpointer, SileroVad, SpeechStarted, Utterance
+from tidings.device.voice.vad import Endpointer, Paused, SileroVad, SpeechStarted, Utterance
 
 # Enough chunks to never wait forever if the audio does not arrive (20 s).
 MAX_CHUNKS = 20 * SAMPLE_RATE // CHUNK
@@ -48,7 +48,7 @@ def test_speech_played_into_the_microphone_is_heard_and_transcribed(virtual_audi
     finally:
         mic.close()
         speaker.close()
-    assert [type(e) for e in events] == [SpeechStarted, Utterance]
+    assert [type(e) for e in events if not isinstance(e, Paused)] == [SpeechStarted, Utterance]
     text = WhisperStt().transcribe(events[-1].audio).text
     assert text.lower().replace("6", "six").rstrip(".") == "tell her i will be there at six"
 
@@ -80,7 +80,7 @@ def test_stop_interrupts_playback(virtual_audio: VirtualAudio, hibari):
     finally:
         mic.close()
         speaker.close()
-    assert [type(e) for e in events] == [SpeechStarted, Utterance]
+    assert [type(e) for e in events if not isinstance(e, Paused)] == [SpeechStarted, Utterance]
     utterance = events[-1]
     assert utterance.end - utterance.start < speech.seconds / 3
     # After the stop the speaker is silent: the last half second heard is digital silence.

@@ -6,12 +6,14 @@ import json
 import logging
 import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rapidfuzz.distance import Levenshtein
 from tidings.device.config import VoiceConfig
+from tidings.device.messages import Message
 from tidings.device.summary.sentences import sentences
 from tidings.device.voice.audio import (
     CHUNK,
@@ -23,9 +25,9 @@ from tidings.device.voice.audio import (
     resample,
 )
 from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command
-from tidings.device.voice.stt import WhisperStt, thread_hints
+from tidings.device.voice.stt import WhisperStt, reply_prompt, words_prompt
 from tidings.device.voice.tts import EspeakTts, HibariTts, Speech, TtsError, open_tts
-from tidings.device.voice.vad import Endpointer, SileroVad, SpeechStarted, Utterance
+from tidings.device.voice.vad import Endpointer, Paused, SileroVad, SpeechStarted, Utterance
 from tidings.models.registry import MANIFEST, ModelError
 from tidings.models.speech import (
     WHISPER_TINY_EN,
@@ -88,20 +90,27 @@ def test_hibari_speech_transcribes_back_to_the_same_words(hibari, whisper):
 
 def test_spoken_commands_are_recognized_with_the_command_hint(hibari, whisper):
     for word in COMMAND_WORDS:
-        transcript = whisper.transcribe(at_16k(hibari.synthesize(word.capitalize() + ".")), hint_words=COMMAND_WORDS)
+        transcript = whisper.transcribe(at_16k(hibari.synthesize(word.capitalize() + ".")), prompt=words_prompt(COMMAND_WORDS))
         assert match_command(transcript.text) is Command(word), transcript.text
 
 
-def test_a_dictation_is_primed_with_the_threads_people_places_and_numbers():
-    from datetime import datetime, timezone
-
-    from tidings.device.messages import Message
-
+def test_a_dictation_is_read_as_following_the_threads_newest_messages():
     at = datetime(2026, 11, 24, 9, tzinfo=timezone.utc)
-    messages = [Message("1", "t", "Ravi", "5-a-side thursday 19:00 at Halle Ost as usual?", at),
-                Message("2", "t", "Ravi", "could you pick Omar up at 20:00 from Gleisdreieck? Thanks!", at)]
-    assert thread_hints(messages) == ("Ravi", "Gleisdreieck", "20:00", "Omar", "Ost", "Halle", "19:00", "5")
-    assert len(thread_hints(messages, limit=3)) == 3
+    messages = [Message(str(i), "t", sender, text, at) for i, (sender, text) in enumerate(
+        [("Ravi", "5-a-side thursday?"), ("Ravi", "19:00 at Halle Ost as usual"),
+         ("Alex", "yes"), ("Ravi", "could you pick Omar up at 20:00\nfrom Gleisdreieck?")])]
+    assert reply_prompt(messages) == ("Ravi: 19:00 at Halle Ost as usual\nAlex: yes\n"
+                                      "Ravi: could you pick Omar up at 20:00 from Gleisdreieck?")
+    assert len(reply_prompt([Message("x", "t", "Ravi", "word " * 500, at)])) == 400  # whisper keeps the end
+
+
+def test_priming_with_the_answered_message_makes_whisper_hear_the_number(whisper):
+    # espeak-ng's "nine" is "the end" to tiny.en on its own; after the message it answers it is a time.
+    audio = at_16k(EspeakTts("en-us", words_per_minute=150).synthesize("Tell him I will be home at nine."))
+    asked = [Message("1", "t", "Dad", "Dinner at 8, when are you home?", datetime(2026, 11, 24, tzinfo=timezone.utc))]
+    says_nine = re.compile(r"\b(nine|9)\b", re.IGNORECASE)
+    assert not says_nine.search(whisper.transcribe(audio).text)
+    assert says_nine.search(whisper.transcribe(audio, prompt=reply_prompt(asked)).text)
 
 
 def test_whisper_hears_nothing_in_silence(whisper):
@@ -179,9 +188,15 @@ def test_endpointer_finds_speech_in_silence_and_noise(hibari, whisper):
         audio += noise(len(audio) / SAMPLE_RATE, level, seed=1)
         endpointer = Endpointer(SileroVad(), hangover_ms=700)
         events = [(index, event) for index, chunk in enumerate(MemorySource(audio)) for event in endpointer.push(chunk)]
+        pauses = [(index, event) for index, event in events if isinstance(event, Paused)]
+        events = [(index, event) for index, event in events if not isinstance(event, Paused)]
         assert [type(event) for _, event in events] == [SpeechStarted, Utterance]
         (_, started), (ended_at_chunk, utterance) = events
         assert started.at == utterance.start
+        # 300 ms into the final silence the utterance is already whole: recognition can start there.
+        paused_at_chunk, paused = pauses[-1]
+        assert paused.end == utterance.end and np.array_equal(paused.audio, utterance.audio)
+        assert (ended_at_chunk - paused_at_chunk) * CHUNK / SAMPLE_RATE == pytest.approx(0.4, abs=0.04)
         assert 1 + onset - 0.1 <= utterance.start <= 1 + onset + 0.3
         assert 1 + offset - 0.3 <= utterance.end <= 1 + offset + 0.1
         # Announced once the 700 ms of silence have passed, not before and not much later.

@@ -1,7 +1,8 @@
 """The voice loop: the wearer's ears and mouth around the dialog.
 
     microphone ─▶ VAD endpointer ─▶ speech to text ─▶ dialog ─▶ actions ─▶ text to speech ─▶ speaker
-                  └ speech starts: playback stops (barge-in)
+                  ├ speech starts: playback stops (barge-in)
+                  └ a pause: recognition starts while the endpointer waits to be sure it was the end
     store: new unread messages ─────────────────────▶ dialog
 
 A capture thread reads the microphone and cuts utterances; everything else
@@ -49,9 +50,9 @@ from tidings.device.voice.dialog import (
     State,
     SummaryRead,
 )
-from tidings.device.voice.stt import WhisperStt, thread_hints
+from tidings.device.voice.stt import Transcript, WhisperStt, reply_prompt, words_prompt
 from tidings.device.voice.tts import Tts
-from tidings.device.voice.vad import Endpointer, SpeechStarted, Utterance
+from tidings.device.voice.vad import Endpointer, Paused, SpeechStarted, Utterance
 
 log = logging.getLogger("tidings")
 
@@ -78,7 +79,7 @@ class VoiceLoop:
     def __init__(self, *, store: Store, summarizer: Summarizer, composer: ReplyComposer, tts: Tts, stt: WhisperStt,
                  endpointer: Endpointer, source: AudioSource, sink: AudioSink, wearer: Wearer = Wearer(),
                  poll_seconds: float = 0.25, on_mark: Callable[[Mark], None] | None = None,
-                 keep_examples: int = 500, prime_dictation: bool = False,
+                 keep_examples: int = 500, prime_dictation: bool = True,
                  between_turns: Callable[[], object] = lambda: None) -> None:
         self.store, self.summarizer, self.composer = store, summarizer, composer
         self.tts, self.stt, self.endpointer = tts, stt, endpointer
@@ -95,6 +96,8 @@ class VoiceLoop:
         self._announced: dict[str, frozenset[str]] = {}
         self._edited: set[int] = set()  # drafts the wearer dictated again
         self._heard_summaries: dict[str, tuple[list[Message], str]] = {}
+        # A transcript made while the endpointer waited out its hangover: (end, samples, prompt, transcript).
+        self._ahead: tuple[float, int, str, Transcript] | None = None
         self._started = 0.0
 
     # -- running ------------------------------------------------------------------
@@ -127,7 +130,9 @@ class VoiceLoop:
                 log.error("%s", item)
                 self._perform(Say("The microphone stopped working. Your drafts are saved."))
                 break
-            if isinstance(item, Utterance):
+            if isinstance(item, Paused):
+                self._recognize_ahead(item)
+            elif isinstance(item, Utterance):
                 self._on_utterance(item)
             elif isinstance(item, _Notice):
                 self._speak(item.text, "notice")
@@ -146,13 +151,14 @@ class VoiceLoop:
         finally:
             self._events.put(_END)
 
-    def _on_vad(self, event: SpeechStarted | Utterance) -> None:
+    def _on_vad(self, event: SpeechStarted | Paused | Utterance) -> None:
         if isinstance(event, SpeechStarted):
             if self.sink.playing:
                 self.sink.stop()  # barge-in: the wearer talks, Tidings stops talking
                 self._mark("barge_in")
             return
-        self._mark("speech_end", f"{event.end:.3f}")
+        if isinstance(event, Utterance):
+            self._mark("speech_end", f"{event.end:.3f}")
         self._events.put(event)
 
     # -- events in ----------------------------------------------------------------
@@ -172,21 +178,35 @@ class VoiceLoop:
             self._mark("arrived", ",".join(p.thread for p in arrived))
             self._handle(Arrived(tuple(arrived)))
 
-    def _hints(self, expecting_command: bool) -> tuple[str, ...]:
-        """What recognition is primed with: the command words, or while dictating (with `prime_dictation`)
-        the replied-to thread's names, places and numbers, which a reply repeats and a small recognizer
-        mishears."""
+    def _prompt(self, expecting_command: bool) -> str:
+        """What recognition reads the utterance as following: the command words, or while dictating (with
+        `prime_dictation`) the newest messages of the thread being answered, whose names, places and
+        numbers a reply repeats and a small recognizer mishears."""
         if expecting_command:
-            return COMMAND_WORDS
+            return words_prompt(COMMAND_WORDS)
         current = self.dialog.current
         if not self.prime_dictation or current is None:
-            return ()
-        return thread_hints(self.store.recent_messages(current.thread))
+            return ""
+        return reply_prompt(self.store.recent_messages(current.thread))
+
+    def _recognize_ahead(self, paused: Paused) -> None:
+        """Recognize the utterance the wearer has probably finished while the endpointer still waits for
+        more: most of the hangover is spent on recognition instead of after it. Wasted if they go on."""
+        prompt = self._prompt(self.dialog.state is not State.DICTATING)
+        try:
+            self._ahead = (paused.end, len(paused.audio), prompt, self.stt.transcribe(paused.audio, prompt=prompt))
+        except Exception as exc:  # the utterance itself is recognized again, and its failure reported then
+            log.debug("early recognition failed: %s", exc)
+            self._ahead = None
 
     def _on_utterance(self, utterance: Utterance) -> None:
-        expecting_command = self.dialog.state is not State.DICTATING
+        prompt = self._prompt(self.dialog.state is not State.DICTATING)
+        ahead, self._ahead = self._ahead, None
         try:
-            transcript = self.stt.transcribe(utterance.audio, hint_words=self._hints(expecting_command))
+            if ahead is not None and ahead[:3] == (utterance.end, len(utterance.audio), prompt):
+                transcript = ahead[3]
+            else:
+                transcript = self.stt.transcribe(utterance.audio, prompt=prompt)
         except Exception as exc:  # the dialog is untouched: its state and draft wait for the wearer to try again
             log.error("speech recognition failed: %s", exc)
             self._mark("error", f"stt: {exc}")

@@ -70,18 +70,31 @@ class Utterance:
         return len(self.audio) / SAMPLE_RATE
 
 
-Event = SpeechStarted | Utterance
+@dataclass(frozen=True)
+class Paused:
+    """The wearer has been silent long enough that `audio` is the whole utterance unless they go on:
+    the moment to start recognizing it, so the transcript is ready when the hangover ends. The
+    Utterance that follows has the same `end` and audio when no speech came in between."""
+
+    audio: np.ndarray
+    end: float
+
+
+Event = SpeechStarted | Paused | Utterance
 
 _CHUNK_SECONDS = CHUNK / SAMPLE_RATE
 
 
 class Endpointer:
-    """Turns a stream of 512-sample chunks into SpeechStarted and Utterance events.
+    """Turns a stream of 512-sample chunks into SpeechStarted, Paused and Utterance events.
 
     Speech starts after `start_chunks` chunks in a row at or above `threshold`
     and ends after `hangover_ms` below `threshold - 0.15` (silero's own
-    hysteresis, so a dip mid-word does not end the utterance). Speech that goes
-    on for `max_seconds` is cut there, and a new utterance may start at once.
+    hysteresis, so a dip mid-word does not end the utterance). `pre_roll_ms`
+    into that silence, the utterance's audio is complete unless speech resumes
+    (it keeps as much after the speech as before it): Paused carries it then.
+    Speech that goes on for `max_seconds` is cut there, and a new utterance may
+    start at once.
     """
 
     def __init__(self, vad: SileroVad, *, threshold: float = 0.5, hangover_ms: int = 700, pre_roll_ms: int = 300,
@@ -119,6 +132,8 @@ class Endpointer:
             self._last_voiced = index
         if index - self._last_voiced >= self._hangover:
             return [self._finish(cut=False)]
+        if index - self._last_voiced == self._pre_roll:
+            return [Paused(np.concatenate(self._speech), (self._last_voiced + 1) * _CHUNK_SECONDS)]
         if self._last_voiced - self._speech_start + 1 >= self._max_chunks:
             return [self._finish(cut=True)]
         return []
