@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from tidings.device.voice.audio import SAMPLE_RATE, resample
+from tidings.device.voice.audio import SAMPLE_RATE, MemorySource, resample
 from tidings.device.voice.tts import Tts
+from tidings.device.voice.vad import Endpointer, Utterance
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ def with_noise(audio: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     power = float(np.mean(voiced**2)) if len(voiced) else 1e-6
     noise = np.random.default_rng(seed).normal(0, np.sqrt(power / 10 ** (snr_db / 10)), len(audio))
     return (audio + noise).astype(np.float32)
+
+
+def as_cut(endpointer: Endpointer, audio: np.ndarray, *, snr_db: float | None = None, seed: int = 0,
+           around: float = 1.0) -> np.ndarray:
+    """`audio` as the device hands it to recognition: `around` seconds of silence on each side (with white
+    noise over all of it at `snr_db`, if given), cut by `endpointer` with its pre-roll, as the voice loop
+    cuts the microphone. Several utterances cut from one clip are joined; none gives an empty clip."""
+    silence = np.zeros(round(around * SAMPLE_RATE), np.float32)
+    padded = np.concatenate([silence, audio, silence])
+    if snr_db is not None:
+        padded = with_noise(padded, snr_db, seed)
+    endpointer.reset()
+    cut = [e.audio for e in endpointer.run(MemorySource(padded)) if isinstance(e, Utterance)]
+    return np.concatenate(cut) if cut else np.zeros(0, np.float32)
 
 
 def script_audio(tts: Tts, turns: Sequence[Turn], tail: float = 2.0) -> Script:

@@ -5,8 +5,11 @@
 
 All speech is generated (no recordings ship with Tidings): hibari's voice "heart"
 plus espeak-ng voices, each clean and with white noise at --snr dB
-(speech_corpus.with_noise, a fixed seed per utterance). Everything is
-deterministic except the timings.
+(speech_corpus.with_noise, a fixed seed per utterance), set in a second of
+silence (or of the same noise) on each side and cut from it by the device's
+endpointer (speech_corpus.as_cut), so recognition gets the clip the loop gives
+it: speech with about 0.3 s before and after. Everything is deterministic
+except the timings.
 
 1. STT word error rate. faster-whisper tiny.en (WhisperStt, as the device runs
    it: 5 beams, the dictation read as following the message it answers) transcribes
@@ -109,9 +112,9 @@ from tidings.bench.engine_bench import cpu_model
 from tidings.bench.speech_corpus import (
     Script,
     Turn,
+    as_cut,
     script_audio,
     utterance,
-    with_noise,
 )
 from tidings.device.config import Config
 from tidings.device.messages import Message
@@ -304,13 +307,15 @@ def _seed(seed: int, *parts: str) -> int:
 
 
 def _corpus(voices: dict[str, Tts], texts: Sequence[str], snr_db: float, seed: int):
-    """(voice, condition, text, audio) for every voice, text and condition; noise seeded per utterance."""
+    """(voice, condition, text, audio) for every voice, text and condition, the audio cut from silence (or
+    noise, seeded per utterance) by the device's endpointer, as the loop hands it to recognition."""
     clean, noisy = conditions(snr_db)
+    endpointer = Endpointer(SileroVad())
     for label, tts in voices.items():
         for text in texts:
             audio = utterance(tts, text)
-            yield label, clean, text, audio
-            yield label, noisy, text, with_noise(audio, snr_db, seed=_seed(seed, label, text))
+            yield label, clean, text, as_cut(endpointer, audio)
+            yield label, noisy, text, as_cut(endpointer, audio, snr_db=snr_db, seed=_seed(seed, label, text))
 
 
 def _wer_cell(refs: list[str], hyps: list[str]) -> dict:
@@ -401,11 +406,11 @@ def measure_dictation_set(stt: WhisperStt, voices: dict[str, Tts], composer: Rep
 
     written = [{"dictation": d, "reply": (r := composer.compose(d).text), "expected": e, "ok": expected(r, e)}
                for d, e, _ in options.dictation_set]
-    spoken = []
+    spoken, endpointer = [], Endpointer(SileroVad())
     for label, tts in tqdm(voices.items(), desc="dictation set", unit="voice", disable=not options.progress):
         for dictation, wanted, line in options.dictation_set:
             prompt = reply_prompt([_as_message(line)])
-            audio = utterance(tts, dictation)
+            audio = as_cut(endpointer, utterance(tts, dictation))
             row = {"voice": label, "dictation": dictation, "expected": wanted, "answers": line}
             for mode, primer in (("plain", ""), ("primed", prompt)):
                 heard = stt.transcribe(audio, prompt=primer).text

@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tidings.bench.dictations import DICTATIONS
+from tidings.bench.speech_corpus import as_cut, utterance
 from tidings.bench.voice_bench import COMMAND_PHRASES, REPLIES, Options, normalize, run, save
 from tidings.device.voice.commands import Command
+from tidings.device.voice.tts import HibariTts
+from tidings.device.voice.vad import Endpointer, SileroVad
 
 
 @pytest.mark.parametrize("reference, transcript", [
@@ -37,6 +41,16 @@ def _summary_ok(summary: dict) -> None:
     assert summary["n"] >= 1
     assert summary["p95"] >= summary["p50"] > 0
     assert summary["max"] >= summary["p95"]
+
+
+def test_recognition_is_measured_on_the_clip_the_endpointer_cuts():
+    speech = utterance(HibariTts(), "Running ten minutes late.")
+    endpointer = Endpointer(SileroVad())
+    clean, noisy = as_cut(endpointer, speech), as_cut(endpointer, speech, snr_db=10, seed=3)
+    for cut in (clean, noisy):  # the speech, with a few tenths of a second either side, not the second of padding
+        assert len(speech) < len(cut) < len(speech) + 0.9 * 16_000
+    assert np.array_equal(as_cut(endpointer, speech), clean)  # nothing carried over from the clip before
+    assert as_cut(endpointer, np.zeros(16_000, np.float32)).size == 0
 
 
 @pytest.mark.model

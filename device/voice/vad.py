@@ -112,6 +112,13 @@ class Endpointer:
         self._speech_start = 0  # chunk index where speech began
         self._last_voiced = 0  # chunk index of the last voiced chunk in the utterance
 
+    def reset(self) -> None:
+        """Forget everything heard, as for a new stream."""
+        self._vad.reset()
+        self._recent.clear()
+        self._chunks_seen = self._voiced_run = 0
+        self._speech = None
+
     def push(self, chunk: np.ndarray) -> list[Event]:
         """Consume one chunk; the events it completes, in order."""
         index = self._chunks_seen
