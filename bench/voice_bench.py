@@ -848,7 +848,7 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 def table(report: dict) -> str:
     wer, commands = report["stt_wer"], report["commands"]
     conds = list(wer["by_condition"])
-    lines = [f"STT word error rate (whisper tiny.en, {report['setup']['replies']} replies)",
+    lines = [f"STT word error rate ({report['setup']['stt']}; {report['setup']['replies']} replies)",
              f"  {'voice':<18}" + "".join(f"{c:>12}" for c in conds)]
     for voice, cells in wer["by_voice"].items():
         lines.append(f"  {voice:<18}" + "".join(f"{cells[c]['wer']:>12.3f}" for c in conds))
