@@ -205,6 +205,18 @@ def test_a_number_that_resizes_a_booking_replaces_its_count_not_its_time():
     assert check_relations("The pub quiz is on Tuesday at 8pm at the Anchor, a table for 6.", messages, ALEX) == []
 
 
+def test_a_later_count_of_the_same_thing_replaces_the_first_but_a_count_added_to_it_does_not():
+    payslips = _thread(("Frau Demir", "Please bring your last 3 payslips and a SCHUFA report."),
+                       ("Frau Demir", "2 payslips plus your employment contract is fine."))
+    assert stale_values(payslips) == {0: {"3"}}
+    assert check_relations("You need to bring 3 payslips.", payslips, ALEX)[0].check == "superseded"
+    assert check_relations("You need to bring 2 payslips and your employment contract.", payslips, ALEX) == []
+    skiing = _thread(("Levente", "Ski trip 22-25 Jan! Two options, 6 of us."),
+                     ("Cosmo", "I'm out, sorry, exam on the 23rd so 5 of us."))
+    assert stale_values(skiing) == {0: {"6"}}
+    assert stale_values(_thread(("Sam", "I need 2 tickets."), ("Jo", "I need 3 tickets too."))) == {}
+
+
 def test_a_day_of_the_month_called_off_is_stale_however_often_it_is_named():
     messages = _thread(("Carmen", "Christmas plan: 24th at mine as usual? dinner 18:00"),
                        ("Uncle Paulo", "come to ours then! but 25th not 24th, Rui works the 24th"),

@@ -418,16 +418,40 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
             resizes = offered and _resizes_a_count(sentence, messages[:position], found[:position])
             as_time = value.kind == "time" and offered and not resizes
             as_count = value.kind == "count" and resizes
-            if (other.kind != value.kind and not (as_time or as_count)) or same_value(other, value):
+            # "bring your last 3 payslips" then "2 payslips ... is fine"; "6 of us" then "so 5 of us".
+            recounted = (value.kind in _COUNTED and other.kind in _COUNTED and not _ADDS_TO.search(sentence)
+                         and _counted(messages[last].text, last_value) == _counted(later.text, other) is not None)
+            if (other.kind != value.kind and not (as_time or as_count or recounted)) or same_value(other, value):
+                continue
+            if value.kind == "number" and not recounted:  # a bare number is only ever replaced by a recount
                 continue
             if value.kind == "code" and other.key[0] != value.key[0]:  # a new gate does not move the room
                 continue
             # A share per person is recomputed as people join and drop out: the latest one stands;
             # a new time for the same thing ("ballet ... 17:30", later "class ends at 18:15") replaces it.
-            if ((value.share and other.share) or _CHANGE_CUE.search(sentence) or _settles_on(other, sentence)
-                    or topic & _topic_words(sentence)):
+            if ((value.share and other.share) or recounted or _CHANGE_CUE.search(sentence)
+                    or _settles_on(other, sentence) or topic & _topic_words(sentence)):
                 return f"{later.sender} later says {other.text!r}"
     return None
+
+
+_COUNTED = ("count", "number")
+# "I need 3 tickets too", "2 more chairs": a second count of the same thing, added to the first.
+_ADDS_TO = re.compile(r"\b(?:too|also|as well|more|another|extra|each)\b", re.IGNORECASE)
+_COUNTED_NOUN = re.compile(r"\s*(?:of\s+)?([^\W\d_]{2,})")
+
+
+def _counted(text: str, value: Value) -> str | None:
+    """What a number counts, from the word after it: "payslip" for "3 payslips", "us" for "6 of us"."""
+    m = _COUNTED_NOUN.match(text, value.end)
+    if m is None or m.group(1).casefold() in COMMON_WORDS - {"us", "people"}:
+        return None
+    return re.sub(r"(?:e?s)$", "", m.group(1).casefold()) or None
+
+
+def _may_be_superseded(text: str, value: Value) -> bool:
+    """A time, day, amount, count or code can be replaced; a bare number only when it counts something."""
+    return value.kind in _CHECKED_KINDS or (value.kind == "number" and _counted(text, value) is not None)
 
 
 def _settles_on(value: Value, sentence: str) -> bool:
@@ -529,7 +553,8 @@ def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
     stale: dict[int, set[str]] = {}
     for i, message_values in enumerate(found):
         for value in message_values:
-            if value.kind in _CHECKED_KINDS and _superseded(value, messages, found) is not None:
+            if _may_be_superseded(messages[i].text, value) and _superseded(
+                    value, messages, found) is not None:
                 stale.setdefault(i, set()).add(value.text)
     _restated_plans(messages, found, stale)
     for place in moved_places(messages):
@@ -627,7 +652,7 @@ def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = We
     problems = [p for claim in _draft_claims(doc, thread.people) if (p := _check_claim(claim, thread))]
     found = _values_by_message(thread.messages)
     for value in values(draft):
-        if value.kind in _CHECKED_KINDS and not _is_marked_old(draft, value):
+        if _may_be_superseded(draft, value) and not _is_marked_old(draft, value):
             if (why := _superseded(value, thread.messages, found)) is not None:
                 problems.append(Problem("superseded", value.text, why))
     problems += _wishes_put_on_the_wearer(doc, thread.messages, wearer)
