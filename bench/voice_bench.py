@@ -366,20 +366,19 @@ def score_replies(rows: list[dict], voices: list[str], conds: Sequence[str]) -> 
             row["hypothesis"])
         row["wer"] = _wer_cell([row["reference_normalized"]], [row["hypothesis_normalized"]])["wer"]
 
-    def tables(key: str) -> dict:
-        def cell(selected: list[dict]) -> dict:
-            return _wer_cell([r["reference_normalized"] for r in selected], [normalize(r[key]) for r in selected])
+    def cell(selected: list[dict], key: str = "hypothesis") -> dict:
+        return _wer_cell([r["reference_normalized"] for r in selected], [normalize(r[key]) for r in selected])
 
-        return {"overall": cell(rows),
-                "by_condition": {c: cell([r for r in rows if r["condition"] == c]) for c in conds},
-                "by_voice": {v: {c: cell([r for r in rows if r["voice"] == v and r["condition"] == c])
+    def tables(key: str) -> dict:
+        return {"overall": cell(rows, key),
+                "by_condition": {c: cell([r for r in rows if r["condition"] == c], key) for c in conds},
+                "by_voice": {v: {c: cell([r for r in rows if r["voice"] == v and r["condition"] == c], key)
                                  for c in conds} for v in voices}}
 
     espeak_clean = [r for r in rows if r["voice"].startswith("espeak") and r["condition"] == conds[0]]
     wer = {
         **tables("hypothesis"),
-        "espeak_clean": _wer_cell([r["reference_normalized"] for r in espeak_clean],
-                                  [r["hypothesis_normalized"] for r in espeak_clean]) if espeak_clean else None,
+        "espeak_clean": cell(espeak_clean) if espeak_clean else None,
         "unprimed": tables("unprimed"),
         "baseline": tables("baseline"),
         # Same audio, same run: what beams and priming cost in recognition time.

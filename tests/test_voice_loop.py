@@ -122,15 +122,21 @@ def kinds(loop: VoiceLoop) -> list[str]:
 # -- headless, as the wearer's engineer runs it ---------------------------------------
 
 
-def test_listen_headless_full_turn_sends_exactly_the_dictated_reply(tmp_path: Path, hibari, stt):
-    mic = write_wav(tmp_path / "in.wav", script_audio(hibari, FULL_TURN).audio)
+def listen_headless(tmp_path: Path, feed: list[dict], mic_audio: np.ndarray) -> list[dict]:
+    """`tidings listen` on `feed`, hearing `mic_audio` from a WAV file and speaking into out.wav: the
+    replies it queued."""
+    mic = write_wav(tmp_path / "in.wav", mic_audio)
     result = subprocess.run(
         [sys.executable, "-m", "tidings.device.cli", "--config", str(REPO / "tidings.toml"),
-         "--store", str(tmp_path / "store.db"), "listen", "--feed", str(feed_file(tmp_path, FEED)),
+         "--store", str(tmp_path / "store.db"), "listen", "--feed", str(feed_file(tmp_path, feed)),
          "--mic-wav", str(mic), "--speaker-wav", str(tmp_path / "out.wav")],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    outbox = [json.loads(line) for line in result.stdout.splitlines()]
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_listen_headless_full_turn_sends_exactly_the_dictated_reply(tmp_path: Path, hibari, stt):
+    outbox = listen_headless(tmp_path, FEED, script_audio(hibari, FULL_TURN).audio)
     assert len(outbox) == 1 and outbox[0]["thread"] == "family"
     assert any(d in outbox[0]["text"].lower() for d in DICTATED)
     # The speaker really said it: whisper hears the announcement and the read-back in the recording.
@@ -147,14 +153,7 @@ def test_listen_headless_with_a_robotic_voice_queues_the_time_it_heard(tmp_path:
     At 150 words a minute, a dictation's pace; at espeak's 160, primed tiny.en still hears "time" now and then
     (the voice bench has the figures for every espeak voice)."""
     turns = [Turn(3, "Read."), Turn(8, "Reply."), Turn(2, "Tell him I will be home at nine."), Turn(7, last)]
-    mic = write_wav(tmp_path / "in.wav", script_audio(EspeakTts("en-us", words_per_minute=150), turns).audio)
-    result = subprocess.run(
-        [sys.executable, "-m", "tidings.device.cli", "--config", str(REPO / "tidings.toml"),
-         "--store", str(tmp_path / "store.db"), "listen", "--feed", str(feed_file(tmp_path, DAD)),
-         "--mic-wav", str(mic), "--speaker-wav", str(tmp_path / "out.wav")],
-        capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    outbox = [json.loads(line) for line in result.stdout.splitlines()]
+    outbox = listen_headless(tmp_path, DAD, script_audio(EspeakTts("en-us", words_per_minute=150), turns).audio)
     assert len(outbox) == queued, outbox
     if queued:
         assert outbox[0]["thread"] == "dad"

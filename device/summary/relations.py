@@ -409,6 +409,7 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     # What the value is for may be said just before it: "can someone get Maya from ballet tomorrow? 17:30".
     topic = _topic_words(_sentence_at(messages[last].text, last_value.start)
                          + " " + _sentence_before(messages[last].text, last_value.start))
+    counts = _counted(messages[last].text, last_value) if value.kind in _COUNTED else None
     for position, (later, later_values) in enumerate(zip(messages[last + 1:], found[last + 1:]), start=last + 1):
         for other in later_values:
             sentence = _sentence_at(later.text, other.start)
@@ -419,8 +420,8 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
             as_time = value.kind == "time" and offered and not resizes
             as_count = value.kind == "count" and resizes
             # "bring your last 3 payslips" then "2 payslips ... is fine"; "6 of us" then "so 5 of us".
-            recounted = (value.kind in _COUNTED and other.kind in _COUNTED and not _ADDS_TO.search(sentence)
-                         and _counted(messages[last].text, last_value) == _counted(later.text, other) is not None)
+            recounted = (counts is not None and other.kind in _COUNTED and not _ADDS_TO.search(sentence)
+                         and _counted(later.text, other) == counts)
             if (other.kind != value.kind and not (as_time or as_count or recounted)) or same_value(other, value):
                 continue
             if value.kind == "number" and not recounted:  # a bare number is only ever replaced by a recount
@@ -439,12 +440,14 @@ _COUNTED = ("count", "number")
 # "I need 3 tickets too", "2 more chairs": a second count of the same thing, added to the first.
 _ADDS_TO = re.compile(r"\b(?:too|also|as well|more|another|extra|each)\b", re.IGNORECASE)
 _COUNTED_NOUN = re.compile(r"\s*(?:of\s+)?([^\W\d_]{2,})")
+# Words too common to say what is counted, but for the two that name the people in a head count.
+_NOT_COUNTED = COMMON_WORDS - {"us", "people"}
 
 
 def _counted(text: str, value: Value) -> str | None:
     """What a number counts, from the word after it: "payslip" for "3 payslips", "us" for "6 of us"."""
     m = _COUNTED_NOUN.match(text, value.end)
-    if m is None or m.group(1).casefold() in COMMON_WORDS - {"us", "people"}:
+    if m is None or m.group(1).casefold() in _NOT_COUNTED:
         return None
     return re.sub(r"(?:e?s)$", "", m.group(1).casefold()) or None
 

@@ -106,18 +106,17 @@ class Endpointer:
         self._max_chunks = round(max_seconds / _CHUNK_SECONDS)
         self._start_chunks = start_chunks
         self._recent: deque[np.ndarray] = deque(maxlen=self._pre_roll + start_chunks)
-        self._chunks_seen = 0
-        self._voiced_run = 0
-        self._speech: list[np.ndarray] | None = None  # chunks of the current utterance, from its pre-roll on
-        self._speech_start = 0  # chunk index where speech began
-        self._last_voiced = 0  # chunk index of the last voiced chunk in the utterance
+        self.reset()
 
     def reset(self) -> None:
         """Forget everything heard, as for a new stream."""
         self._vad.reset()
         self._recent.clear()
-        self._chunks_seen = self._voiced_run = 0
-        self._speech = None
+        self._chunks_seen = 0
+        self._voiced_run = 0
+        self._speech: list[np.ndarray] | None = None  # chunks of the current utterance, from its pre-roll on
+        self._speech_start = 0  # chunk index where speech began
+        self._last_voiced = 0  # chunk index of the last voiced chunk in the utterance
 
     def push(self, chunk: np.ndarray) -> list[Event]:
         """Consume one chunk; the events it completes, in order."""
