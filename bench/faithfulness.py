@@ -19,8 +19,9 @@ Suites (`--suite`, repeatable):
 * `dev`: `../shared/data/wearer_dev.py`, 40 threads, for tuning and tests;
 * `own-dev`: bench/wearer_threads/own_dev.py, threads of ours for the failure kinds
   the dev suite lacks, also for tuning;
-* `own-dev-2`, `own-dev-3`: bench/wearer_threads/own_dev_2.py and own_dev_3.py, the first
-  and second held-out splits, tuned on since their failures were read (2026-12-01);
+* `own-dev-2`, `own-dev-3`, `own-dev-4`: bench/wearer_threads/own_dev_2.py, own_dev_3.py and
+  own_dev_4.py, the first three held-out splits, tuned on since their failures were read
+  (2026-12-01 and 2026-12-02);
 * `held-out`: bench/wearer_threads/held_out.py, threads of ours that nothing is tuned
   on, written by someone who had not seen the summarizer's output: the figure that
   says whether the tuning generalizes.
@@ -37,7 +38,7 @@ missing fact, and writes OUT/faithfulness.json:
                  suggestions_source, suggestions_rejected}]}}}
 
     python -m tidings.bench.faithfulness                       # dev suite
-    python -m tidings.bench.faithfulness --suite dev --suite own-dev --suite own-dev-2 --suite own-dev-3 --suite held-out
+    python -m tidings.bench.faithfulness --suite dev --suite own-dev --suite own-dev-2 --suite own-dev-3 --suite own-dev-4 --suite held-out
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ SUITES = {
     "own-dev": HERE / "wearer_threads" / "own_dev.py",
     "own-dev-2": HERE / "wearer_threads" / "own_dev_2.py",
     "own-dev-3": HERE / "wearer_threads" / "own_dev_3.py",
+    "own-dev-4": HERE / "wearer_threads" / "own_dev_4.py",
     "held-out": HERE / "wearer_threads" / "held_out.py",
 }
 WEARER = "Alex"

@@ -234,3 +234,15 @@ def test_a_fee_later_waived_is_not_read_out():
     summary = fallback_summary(msgs, 45, Wearer("Alex"))
     assert "€89" not in summary and "payable" not in summary
     assert "Your repair is booked for Wed 25 Nov, 13:00-17:00." in summary
+
+
+def test_a_request_the_next_messages_answer_gives_way_to_what_the_wearer_took_on():
+    """"Can you both leave after lunch?" is settled by the answers that follow; what the wearer took on
+    ("I'll take them on tuesday") is theirs to remember. Two threads of the own-dev-4 tuning split."""
+    from tidings.bench.faithfulness import SUITES, load_suite
+
+    threads = {t.id: t for t in load_suite(SUITES["own-dev-4"])}
+    graz = fallback_summary(thread(*threads["graz-workshop-train"].messages), 45, Wearer("Alex"))
+    assert "Can you both leave after lunch?" not in graz and "You take the 13:02" in graz
+    kiel = fallback_summary(thread(*threads["kiel-fair-booth"].messages), 45, Wearer("Alex"))
+    assert "You: I'll take them on tuesday before my train." in kiel

@@ -245,3 +245,35 @@ def test_what_a_correction_takes_back_is_known_per_message():
     taken = taken_back(messages)
     assert {"fast", "coffee"} <= taken[0] and "coffee" in taken[1]
     assert taken[2] == set() and taken[3] == set()
+
+
+def test_a_debt_let_go_is_not_said_to_be_owed():
+    messages = _thread(("Kenji", "ok: food €120 = €20 each. so Alex €20, everyone else €33.20"),
+                       ("Alex", "thanks Kenji, sending my €20 now"),
+                       ("Kenji", "actually wait Alex, don't, you paid my cinema ticket last week. call it even 😊"))
+    for wrong in ("You will send Kenji €20.", "You owe Kenji €20.", "Mathilde and you will send Kenji 20 euros.",
+                  "You have to pay Kenji back."):
+        assert [p.check for p in check_relations(wrong, messages, ALEX)] == ["superseded"], wrong
+    for right in ("Kenji says you don't need to send your €20: you paid his cinema ticket, so you're even.",
+                  "You don't owe Kenji anything."):
+        assert check_relations(right, messages, ALEX) == [], right
+    # Without the waiver the same claim stands.
+    assert check_relations("You will send Kenji €20.", messages[:2], ALEX) == []
+
+
+def test_a_venue_a_later_message_says_is_closed_is_no_longer_the_plan():
+    messages = _thread(("Theresa", "surprise lunch? I'd say Gasthaus zum Hirschen, ~20 people"),
+                       ("Theresa", "argh Hirschen is closed all december 😩 plan B: the Pfarrsaal at St. Agnes"))
+    assert "Hirschen" in stale_values(messages)[0]
+    assert check_relations("The lunch is at Gasthaus zum Hirschen.", messages, ALEX)[0].check == "superseded"
+    assert check_relations("Hirschen is closed, so the lunch is in the Pfarrsaal at St. Agnes.", messages, ALEX) == []
+
+
+def test_an_ask_put_to_another_member_or_naming_the_wearer_as_payee_is_not_the_wearers():
+    messages = _thread(("Alex", "booked ✅ 1 lane, fri 20:00–22:00"),
+                       ("Radka", "so €6.30 each for 8 of us, send it to alex 💸"),
+                       ("Svea", "Lorenz could you grab the flyers wed morning?"))
+    assert asks_of_wearer(messages, ALEX) == []
+    asked = _thread(("Svea", "Please can you bring the banner?"), ("Svea", "Alex, could you bring the flyers?"))
+    assert [m.text for m in asks_of_wearer(asked, ALEX)] == ["Please can you bring the banner?",
+                                                             "Alex, could you bring the flyers?"]

@@ -93,6 +93,9 @@ def test_a_summary_made_whole_is_beam_searched_its_hypotheses_checked_in_turn_an
     ("Mom: Can someone pick up Lily at 5:30 today?", "echoes the prompt"),
     ("Summarize this chat in one or two sentences: who wants what.", "echoes the prompt"),
     ("Lily.", "too short"),
+    # How the embedded model loops on a long thread (own-dev-4, parents-40th-lunch): the same sentence again.
+    ("Mom asks Alex to pick up Lily at 5:30. Dad's train gets in at 6:15. Mom asks Alex to pick up Lily at 5:30.",
+     "repetition: says again what it already said"),
     ("Mom " * 70, "too long"),
 ])
 def test_bad_drafts_are_named_for_what_is_wrong(draft, problem):

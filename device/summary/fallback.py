@@ -72,6 +72,8 @@ _ATTACHMENT = re.compile(r"<\w+>")
 # A message that settles the plan: what it says is what stands.
 _SETTLED = re.compile(r"\b(?:confirmed|booked|final|settled|deal|done|agreed|sorted|fixed|so it'?s|that'?s it)\b",
                       re.IGNORECASE)
+# The wearer taking something on.
+_COMMITS = re.compile(r"\b(?:i['’]ll|i will|i can|i['’]m going to|i['’]m taking|booked)\b", re.IGNORECASE)
 # A whitespace-free run longer than this (a URL, a pasted blob) cannot be read aloud.
 _MAX_TOKEN_CHARS = 40
 # Per message, only this many sentences from each end are candidates: a megabyte
@@ -166,8 +168,11 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
         indexed = [(j, s) for j, s in enumerate(sentences) if s]
         if len(indexed) > 2 * _EDGE_SENTENCES:
             indexed = indexed[:_EDGE_SENTENCES] + indexed[-_EDGE_SENTENCES:]
-        # A reply to a question usually carries the decision the question asked for.
+        # A reply to a question usually carries the decision the question asked for ...
         answers = i > 0 and thread[i - 1].sender != message.sender and "?" in thread[i - 1].text
+        # ... so a request a later message answers is worth less than the answer: "can you both leave after
+        # lunch?" is settled by "yes" and "I can't before 16:00".
+        answered = any(later.sender != message.sender for later in thread[i + 1:i + 3])
         for j, sentence in indexed:
             sentence = _without_stale(sentence, stale.get(i, ()))
             if not sentence or taken[i] & topic_stems(sentence):
@@ -189,7 +194,10 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             score += 1.0 * (answers and j == indexed[0][0] and len(words) >= 3)
             # The latest messages hold the plan as it stands; the wearer's own words they know, and of their own
             # questions only the answers are news.
-            score += 1.5 * (i / max(len(thread) - 1, 1)) - 1.0 * mine - 1.5 * (mine and "?" in sentence)
+            score += 1.5 * (i / max(len(thread) - 1, 1)) - 1.5 * (mine and "?" in sentence)
+            # ... though what they took on is what they must remember: "I'll take them on tuesday".
+            score -= 1.0 * (mine and not _COMMITS.search(sentence))
+            score -= 1.0 * (answered and not mine and "?" in sentence and bool(_REQUEST.search(sentence)))
             # The thread's opening line says what it is about ("Greta's 30th: dinner at Osteria Lupo?").
             score += 0.75 * (i == 0 and j == indexed[0][0] and len(thread) > 2)
             units.append(_Unit((i, j), sender, to, bool(_QUESTION.search(sentence)), sentence, len(words),

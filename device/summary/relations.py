@@ -550,6 +550,33 @@ def moved_places(messages: Sequence[Message]) -> list[_MovedPlace]:
     return moved
 
 
+# A venue, shop or service a later message says is out: "Hirschen is closed all december", "Lupo is fully booked".
+_CLOSED = re.compile(r"\b([A-Z][\w'’-]+)(?:['’]s| is| are| was| has been)(?: now| just| sadly| unfortunately)?"
+                     r" (?:closed|shut|fully booked|booked out|booked up|full|cancell?ed|not available|unavailable"
+                     r"|out of business)\b")
+
+
+@dataclass(frozen=True)
+class _ClosedName:
+    message: int  # where it was named before it closed
+    name: str
+    why: str
+
+
+def closed_names(messages: Sequence[Message]) -> list[_ClosedName]:
+    """Names a message proposed that a later message says are closed or full: no longer the plan."""
+    closed: list[_ClosedName] = []
+    for j, later in enumerate(messages):
+        for match in _CLOSED.finditer(later.text):
+            name = match.group(1)
+            if name.casefold() in COMMON_WORDS:
+                continue
+            for i, earlier in enumerate(messages[:j]):
+                if re.search(rf"\b{re.escape(name)}\b", earlier.text, re.IGNORECASE):
+                    closed.append(_ClosedName(i, name, f"{later.sender} later says {match.group(0)!r}"))
+    return closed
+
+
 def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
     """Per message position, the times, days, amounts and places in it that the thread later replaced."""
     found = _values_by_message(messages)
@@ -562,7 +589,17 @@ def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
     _restated_plans(messages, found, stale)
     for place in moved_places(messages):
         stale.setdefault(place.message, set()).add(place.phrase)
+    for shut in closed_names(messages):
+        stale.setdefault(shut.message, set()).add(shut.name)
     return stale
+
+
+def corrected_later(messages: Sequence[Message]) -> set[int]:
+    """The positions of messages with a value that a later message replaces and names as old ("it's €70, not
+    €75"): the strictest sign of a correction, so read verbatim the wearer can be told before they hear it."""
+    stale = stale_values(messages)
+    return {i for i, old in stale.items()
+            if any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
 
 
 def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]], stale: dict[int, set[str]]) -> None:
@@ -648,6 +685,41 @@ def _wishes_put_on_the_wearer(doc, messages: Sequence[Message], wearer: Wearer) 
     return problems
 
 
+# A debt let go: "don't, call it even", "it's on me", "no need to pay me back".
+_WAIVES = re.compile(r"\b(?:call it (?:even|quits|square)|we(?:['’]re| are) (?:even|quits|square)|(?:it['’]?s|that['’]?s) on me"
+                     r"|my treat|no need to (?:pay|send|transfer)|(?:don['’]?t|do not) (?:pay|send|transfer)"
+                     r"|(?:you )?owe me nothing|forget (?:the|about the) (?:money|\d+))\b", re.IGNORECASE)
+_PAYING = frozenset({"pay", "send", "owe", "transfer", "repay", "paypal", "venmo"})
+
+
+def _waived_for_wearer(messages: Sequence[Message], wearer: Wearer) -> bool:
+    """Someone other than the wearer, talking to them, lets their debt go."""
+    return any(not wearer.is_sender(m.sender) and _WAIVES.search(m.text) and
+               (wearer.is_named_in(m.text) or re.search(r"\b(?:you|u)\b", m.text, re.IGNORECASE))
+               for m in messages)
+
+
+def _payments_put_on_the_wearer(doc, messages: Sequence[Message], wearer: Wearer) -> list[Problem]:
+    if not wearer or not _waived_for_wearer(messages, wearer):
+        return []
+    problems = []
+    for token in doc:
+        if token.lemma_.lower() not in _PAYING or token.pos_ not in ("VERB", "AUX"):
+            continue
+        if token.tag_ in ("VBD", "VBN") and not any(c.dep_ in ("aux", "auxpass") for c in token.children):
+            continue  # "you paid his cinema ticket" is why the debt went, not the debt
+        carrier = token  # "you have to pay", "Mathilde and you will send": the subject sits higher up
+        while not _subject_tokens(carrier) and carrier.dep_ in ("xcomp", "conj") and carrier.head is not carrier:
+            carrier = carrier.head
+        if not any(c.lower_ == "you" for c in _subject_tokens(carrier)) or \
+                any(_negated(t) for t in (token, carrier)):  # "you don't need to send it"
+            continue
+        if any(c.dep_ == "mark" and c.lower_ in ("if", "whether") for c in token.children):
+            continue
+        problems.append(Problem("superseded", f"you {token.text}", "a later message lets your debt go"))
+    return problems
+
+
 def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer()) -> list[Problem]:
     """What `draft` gets wrong about who does what in `messages`, or what is no longer true."""
     thread = _parsed_thread(tuple((m.id, m.sender, m.text, m.sent_at) for m in messages), wearer)
@@ -659,6 +731,12 @@ def check_relations(draft: str, messages: Sequence[Message], wearer: Wearer = We
             if (why := _superseded(value, thread.messages, found)) is not None:
                 problems.append(Problem("superseded", value.text, why))
     problems += _wishes_put_on_the_wearer(doc, thread.messages, wearer)
+    problems += _payments_put_on_the_wearer(doc, thread.messages, wearer)
+    for shut in closed_names(thread.messages):
+        for match in re.finditer(rf"\b{re.escape(shut.name)}\b", draft, re.IGNORECASE):
+            if not _CLOSED.search(_sentence_at(draft, match.start())) and \
+                    not _old_around(draft, match.start(), match.end()):
+                problems.append(Problem("superseded", shut.name, shut.why))
     for place in moved_places(thread.messages):
         for _, head, start, end in _places(draft):
             if head == place.head and not _OLD_BEFORE.search(draft[:start]) and not _OLD_AFTER.search(draft[end:]):

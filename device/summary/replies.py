@@ -97,7 +97,8 @@ def find_ask(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Ask:
     """
     for message in reversed(unanswered(messages, wearer)):
         parts = [p.strip() for p in _SENTENCE.split(message.text) if p.strip()]
-        asks = [(sentence, kind) for sentence in parts if (kind := _kind(sentence)) != "none"]
+        asks = [(sentence, kind) for sentence in parts
+                if (kind := _kind(sentence)) != "none" and not wearer.is_named_as_recipient(sentence)]
         if asks:
             sentence, kind = ([a for a in asks if a[0].endswith("?")] or asks)[-1]
             sentence = strip_vocative(sentence, wearer)[1] or sentence  # "Alex, Dune 2 or Paddington 3?"

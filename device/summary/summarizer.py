@@ -36,7 +36,7 @@ from tidings.device.summary.sentences import sentences
 from tidings.device.summary.replies import Ask, AskKind, ReplyOptions, reply_options
 from tidings.device.summary.triage import Triage, asks_of_wearer, triage
 from tidings.device.summary.untrusted import Suspicion, suspicions, warning
-from tidings.device.summary.validators import validate
+from tidings.device.summary.validators import repeats, validate
 from tidings.device.summary.verbatim import read_verbatim, word_count
 from tidings.device.summary.wearer import Wearer, address_wearer
 
@@ -59,7 +59,7 @@ class ThreadSummary:
     rejected: tuple[str, ...] = ()
     # Every new message looks like a scam or an injected instruction.
     spam: bool = False
-    # Messages set aside as untrusted, and why ("scam: asks for a code or password").
+    # Messages set aside as untrusted, and why ("scam: asks for a code, password or bank details").
     flagged: tuple[str, ...] = ()
     # What the thread asks of the wearer (replies.py), and reply options written but not offered, "check: option".
     ask: AskKind = "none"
@@ -283,8 +283,8 @@ class SummaryStream:
             for sentence in sentences(stream):
                 sentence = address_wearer(" ".join(sentence.split()), summarizer.wearer)
                 words = sum(len(s.split()) for s in spoken) + len(sentence.split())
-                if words > summarizer.config.max_summary_words or summarizer.problem_with(
-                        sentence, self.messages, continuing=bool(spoken)):
+                if words > summarizer.config.max_summary_words or repeats([*spoken, sentence]) or \
+                        summarizer.problem_with(sentence, self.messages, continuing=bool(spoken)):
                     break
                 spoken.append(sentence)
                 yield sentence

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tidings.device.messages import Message
+from tidings.device.summary.grounding import COMMON_WORDS
 from tidings.device.summary.wearer import Wearer
 
 Urgency = Literal["low", "normal", "high"]
@@ -73,12 +74,37 @@ def unanswered(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
     return tail[::-1]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+# A sentence opening with a name: a member's, or any capitalized one put a request ("Lorenz could you ...").
+_OPENING_NAME = re.compile(r"\W*@?([^\W\d_]+)(,?\s+(?:can|could|would|will|pls|please)\b)?")
+
+
 def asks_of_wearer(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
-    """The messages others sent since the wearer last spoke that ask a question or make a request."""
+    """The messages others sent since the wearer last spoke that ask a question or make a request of them.
+
+    In a group, an ask that opens with another member's name ("Lorenz could you grab them?") is theirs,
+    and one that names the wearer as whom to pay or send to ("send it to alex") is put to the others.
+    """
     if not wearer:
         return []
-    return [m for m in unanswered(messages, wearer) if QUESTION.search(m.text) or REQUEST.search(m.text)
-            or wearer.is_named_in(m.text)]
+    others = {m.sender.split()[0].casefold() for m in messages if m.sender.split() and not wearer.is_sender(m.sender)}
+
+    def asks_the_wearer(message: Message) -> bool:
+        for sentence in _SENTENCE_END.split(message.text):
+            if wearer.is_named_as_recipient(sentence):
+                continue
+            if wearer.is_named_in(sentence):
+                return True
+            opening = _OPENING_NAME.match(sentence)
+            name = opening.group(1) if opening else ""
+            if name.casefold() in others - {message.sender.split()[0].casefold()} or (
+                    opening and opening.group(2) and name[0].isupper() and name.casefold() not in COMMON_WORDS):
+                continue
+            if QUESTION.search(sentence) or REQUEST.search(sentence):
+                return True
+        return False
+
+    return [m for m in unanswered(messages, wearer) if asks_the_wearer(m)]
 
 
 def triage(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Triage:

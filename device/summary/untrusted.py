@@ -22,22 +22,30 @@ _INJECTION = re.compile(
     r"\b(?:ignore|disregard|forget)\b[^.!?\n]{0,30}\b(?:previous|prior|above|earlier|all)\b[^.!?\n]{0,20}"
     r"\b(?:instructions?|prompts?|rules)\b|^\s*(?:system|assistant)\s*:|\byou are now (?:in )?\w+ mode\b"
     r"|\b(?:summari[sz]e|describe|report) this (?:chat|thread|conversation|message) as\b"
-    r"|\btell the (?:user|wearer|reader)\b|\b(?:as an ai|language model)\b",
+    r"|\btell the (?:user|wearer|reader)\b|\b(?:as an ai|language model)\b"
+    # Addressed to the summarizer itself: "Note to the AI assistant summarizing this chat: tell Alex ...".
+    r"|\b(?:note|message|instructions?) (?:to|for) (?:the |any )?(?:ai|assistant|summari[sz]er|bot|chatbot)\b"
+    r"|\b(?:ai|assistant|summari[sz]er|bot)\b[^.!?\n]{0,10}\bsummari[sz]ing\b",
     re.IGNORECASE | re.MULTILINE)
 _CREDENTIAL = re.compile(
     r"\b(?:verification|security|one[- ]time|otp|login|sms|6[- ]digit|six[- ]digit)\s+(?:code|pin|password)\b"
-    r"|\b(?:password|pin|passcode|card (?:number|details)|cvv|bank details)\b"
+    r"|\b(?:password|pin|passcode|card (?:number|details)|cvv|bank details|iban|account number|sort code)\b"
     r"|\b(?:reset|verify|confirm) your (?:password|identity|account|details)\b", re.IGNORECASE)
 _THREAT = re.compile(
     r"\b(?:suspend\w*|restrict\w*|locked|blocked|cancell?ation|deactivat\w*|frozen|unusual (?:sign-?in|activity)"
     r"|within \d+ ?(?:minutes|mins?|hours|hrs?|h)|right away|immediately|final notice|returned to (?:the )?sender"
-    r"|will be (?:returned|destroyed|disposed))\b", re.IGNORECASE)
+    r"|will be (?:returned|destroyed|disposed)|(?:last|final) reminder|(?:will )?(?:expire|lapse|be forfeited)"
+    # The same pressure in German, as scams sent to German numbers write it.
+    r"|innerhalb (?:von )?\d+ ?(?:std|stunden|tagen)|verf[äa]llt|letzte (?:erinnerung|mahnung)|gesperrt)\b",
+    re.IGNORECASE)
 # A fee, a payment or a transfer asked for: with a link or a stranger's number, the classic delivery scam.
 _PAYMENT = re.compile(r"\b(?:pay|payment|fee|outstanding|transfer|send (?:me )?(?:the )?money|top up)\b", re.IGNORECASE)
-_PRIZE = re.compile(r"\b(?:you(?:'ve| have)? won|winner|prize|claim your|free gift|congratulations)\b", re.IGNORECASE)
-_LINK = re.compile(r"\b(?:https?://\S+|www\.\S+|[a-z0-9-]+\.(?:com|net|org|info|top|xyz|io|co|app|link|site)\b\S*)",
+_PRIZE = re.compile(r"\b(?:you(?:'ve| have)? won|winner|prize|claim your|free gift|congratulations"
+                    r"|you(?:'re| are) (?:owed|entitled to)|(?:tax )?refund of|steht (?:eine|ein) \w+ zu)\b", re.IGNORECASE)
+_LINK = re.compile(r"\b(?:https?://\S+|www\.\S+|(?<!@)[a-z0-9-]+\.(?:com|net|org|info|top|xyz|io|co|app|link|site)\b\S*)",
                    re.IGNORECASE)
-_LINK_BAIT = re.compile(r"(?:secure|login|verify|reset|sso|account|update|support|claim|pay|zoll|customs|track)",
+_LINK_BAIT = re.compile(r"(?:secure|login|verify|reset|sso|account|update|support|claim|pay|zoll|customs|track"
+                        r"|refund|rebate|erstattung|bonus)",
                         re.IGNORECASE)
 # A sender that is a phone number or an unnamed service address, not a contact's name.
 _UNKNOWN_SENDER = re.compile(r"^\s*(?:\+?[\d\s().-]{6,}|[\w.-]*(?:support|noreply|no-reply|helpdesk|admin|security|"
@@ -71,14 +79,14 @@ _OPENING_NAME = re.compile(r"^\s*((?:[A-Z][\w&.'-]*\s?){1,4}):\s")
 
 # What a scam is about, said without its claims: "a parcel", never "your parcel is held at customs".
 _TOPIC = re.compile(r"\b(parcel|package|delivery|account|bank card|card|refund|invoice|prize|voucher|subscription"
-                    r"|order|tax return)s?\b", re.IGNORECASE)
+                    r"|order|tax return)s?\b|(steuer)?(r[üu]ck)?erstattung", re.IGNORECASE)
 
 
 def _about(text: str) -> str:
     found = _TOPIC.search(text)
     if not found:
         return ""
-    noun = found.group(1).lower()
+    noun = (found.group(1) or "refund").lower()  # the German word is said in English
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
@@ -96,6 +104,7 @@ def _wants(text: str) -> tuple[str, ...]:
     asked = " ".join(m.group(0).lower() for m in _CREDENTIAL.finditer(text))
     if asked:
         wants.append("your password" if "password" in asked else "a code" if "code" in asked or "pin" in asked
+                     else "your bank details" if re.search(r"iban|bank|account|sort", asked)
                      else "your personal details")
     if _asks_payment(text):
         wants.append("a payment")
@@ -117,7 +126,7 @@ def suspicion(message: Message) -> Suspicion | None:
     if unknown:
         signals.append("sender is not a contact's name")
     if _CREDENTIAL.search(text):
-        signals.append("asks for a code or password")
+        signals.append("asks for a code, password or bank details")
     if _THREAT.search(text):
         signals.append("threatens or hurries")
     if _PRIZE.search(text):

@@ -1,6 +1,6 @@
 """Every check a model draft must pass before the wearer hears it, cheapest first.
 
-length and prompt echo, then grounding (every name, number, time and date is in the
+length, prompt echo and repetition, then grounding (every name, number, time and date is in the
 messages), then relations (who does what, negation, asks, superseded values). The
 first check that fails names itself in the rejection, so `rejected` in a summary's
 record says exactly why a draft was turned down.
@@ -16,6 +16,7 @@ from tidings.device.messages import Message
 from tidings.device.summary.grounding import COMMON_WORDS, check_grounding, same_value, values
 from tidings.device.summary.relations import check_relations, stale_values
 from tidings.device.summary.replies import find_ask
+from tidings.device.summary.sentences import sentences
 from tidings.device.summary.wearer import Wearer
 
 _SPEAKER_LINE = re.compile(r"^\s*[^\s:]{1,40}:\s", re.MULTILINE)
@@ -23,7 +24,7 @@ _SPEAKER_LINE = re.compile(r"^\s*[^\s:]{1,40}:\s", re.MULTILINE)
 
 @dataclass(frozen=True)
 class Rejection:
-    check: str  # "length", "echo", "grounding", "ask", "subject", "negation", "superseded", "voice"
+    check: str  # "length", "echo", "repetition", "grounding", "ask", "subject", "negation", "superseded", "voice"
     detail: str
 
     def __str__(self) -> str:
@@ -38,6 +39,20 @@ def _stems(text: str) -> set[str]:
     """Lower-case words of three letters or more that carry content, crudely stemmed ("slides" → "slide")."""
     words = {w.strip("'’-") for w in _WORD.findall(text.casefold())} - COMMON_WORDS
     return {re.sub(r"(?:ing|ed|es|s)$", "", w) or w for w in words}
+
+
+def repeats(sentences: Sequence[str]) -> str | None:
+    """The first sentence that says nothing an earlier one did not: a small model looping on itself."""
+    said: set[str] = set()
+    seen: set[str] = set()
+    for sentence in sentences:
+        key = " ".join(_WORD.findall(sentence.casefold()))
+        stems = _stems(sentence)
+        if key in seen or (len(stems) >= 3 and stems <= said):
+            return sentence
+        seen.add(key)
+        said |= stems
+    return None
 
 
 def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(), *, min_words: int = 3,
@@ -56,6 +71,8 @@ def validate(draft: str, messages: Sequence[Message], wearer: Wearer = Wearer(),
         return Rejection("length", f"too long: {len(words)} words")
     if "Summarize this chat" in draft or _SPEAKER_LINE.search(draft):
         return Rejection("echo", "echoes the prompt instead of summarizing")
+    if (again := repeats(sentences([draft]))) is not None:
+        return Rejection("repetition", f"says again what it already said: {again!r}")
     report = check_grounding(draft, messages)
     if not report.ok:
         return Rejection("grounding", "not in the messages: " + ", ".join(report.unsupported))

@@ -52,6 +52,12 @@ class Wearer:
         pattern = self.pattern()
         return pattern is not None and pattern.search(text) is not None
 
+    def is_named_as_recipient(self, text: str) -> bool:
+        """Named after "to", "for", "from" or "with": "send it to alex" is said to the others, about the wearer."""
+        pattern = self.pattern()
+        return pattern is not None and re.search(rf"\b(?:to|for|from|with)\s+{pattern.pattern}", text,
+                                                 re.IGNORECASE) is not None
+
 
 _IRREGULAR = {"is": "are", "was": "were", "has": "have", "does": "do", "isn't": "aren't", "wasn't": "weren't",
               "hasn't": "haven't", "doesn't": "don't"}
