@@ -103,7 +103,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
         for variant in variants:
             started = time.perf_counter()
             if variant == "fallback":
-                text = fallback_summary(messages, summarizer.config.fallback_max_words)
+                text = fallback_summary(messages, summarizer.fallback_max_words)
             elif variant == "base":
                 engine.set_adapters({})
                 text = engine.complete(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",)).text

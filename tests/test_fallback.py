@@ -246,3 +246,15 @@ def test_a_request_the_next_messages_answer_gives_way_to_what_the_wearer_took_on
     assert "Can you both leave after lunch?" not in graz and "You take the 13:02" in graz
     kiel = fallback_summary(thread(*threads["kiel-fair-booth"].messages), 45, Wearer("Alex"))
     assert "You: I'll take them on tuesday before my train." in kiel
+
+
+def test_a_question_put_to_someone_who_turned_it_down_gives_way_to_their_answer():
+    """Tuning threads: Tom was asked to keep goal, then can't come (own-dev); Kalani was asked for a card and
+    said "deal, I'll bring it" (own-dev-3), where the question is what says it is a card."""
+    from tidings.bench.faithfulness import SUITES, load_suite
+
+    threads = {t.id: t for name in ("own-dev", "own-dev-3") for t in load_suite(SUITES[name])}
+    keeper = fallback_summary(thread(*threads["five-a-side-keeper"].messages), 60, Wearer("Alex"))
+    assert "Tom in goal?" not in keeper and "Ravi asks you: You drive past there right?" in keeper
+    gift = fallback_summary(thread(*threads["malik-farewell-gift"].messages), 60, Wearer("Alex"))
+    assert "can Kalani make one?" in gift

@@ -277,3 +277,14 @@ def test_an_ask_put_to_another_member_or_naming_the_wearer_as_payee_is_not_the_w
     asked = _thread(("Svea", "Please can you bring the banner?"), ("Svea", "Alex, could you bring the flyers?"))
     assert [m.text for m in asks_of_wearer(asked, ALEX)] == ["Please can you bring the banner?",
                                                              "Alex, could you bring the flyers?"]
+
+
+def test_a_day_said_to_be_closed_is_stale_and_what_a_later_message_prefers_to_is_taken_back():
+    from tidings.device.summary.relations import taken_back
+
+    car = _thread(("Ottavio", "could I borrow your car on Saturday to take my wardrobe to the recycling centre?"),
+                  ("Ottavio", "ugh, the recycling centre is closed saturday. could I have it friday at 16:00 instead?"))
+    assert "Saturday" in stale_values(car)[0]
+    booster = _thread(("Malin", "He'll need his booster seat, it's in our garage, code 4471."),
+                      ("Henning", "Actually I'll drop the booster seat at yours on Friday, easier than the garage."))
+    assert "garage" in taken_back(booster)[0] and taken_back(booster)[1] == set()

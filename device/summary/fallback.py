@@ -72,6 +72,7 @@ _ATTACHMENT = re.compile(r"<\w+>")
 # A message that settles the plan: what it says is what stands.
 _SETTLED = re.compile(r"\b(?:confirmed|booked|final|settled|deal|done|agreed|sorted|fixed|so it'?s|that'?s it)\b",
                       re.IGNORECASE)
+_REFUSES = re.compile(r"\b(?:can['’]?t|cannot|won['’]?t|not able|no way|sorry,? no)\b", re.IGNORECASE)
 # The wearer taking something on.
 _COMMITS = re.compile(r"\b(?:i['’]ll|i will|i can|i['’]m going to|i['’]m taking|booked)\b", re.IGNORECASE)
 # A whitespace-free run longer than this (a URL, a pasted blob) cannot be read aloud.
@@ -197,7 +198,14 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             score += 1.5 * (i / max(len(thread) - 1, 1)) - 1.5 * (mine and "?" in sentence)
             # ... though what they took on is what they must remember: "I'll take them on tuesday".
             score -= 1.0 * (mine and not _COMMITS.search(sentence))
-            score -= 1.0 * (answered and not mine and "?" in sentence and bool(_REQUEST.search(sentence)))
+            request = not mine and "?" in sentence and bool(_REQUEST.search(sentence))
+            score -= 1.0 * (answered and request)
+            score -= 1.0 * (request and any(later.sender != message.sender and _REFUSES.search(later.text)
+                                            for later in thread[i + 1:i + 3]))
+            # A question put to someone else by name that they turned down: their refusal is the news.
+            score -= 1.5 * (to not in (None, "you") and not wearer.is_named_in(to) and "?" in sentence and any(
+                _sender(later).split()[0].casefold() == to.casefold() and _REFUSES.search(later.text)
+                for later in thread[i + 1:]))
             # The thread's opening line says what it is about ("Greta's 30th: dinner at Osteria Lupo?").
             score += 0.75 * (i == 0 and j == indexed[0][0] and len(thread) > 2)
             units.append(_Unit((i, j), sender, to, bool(_QUESTION.search(sentence)), sentence, len(words),

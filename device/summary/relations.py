@@ -80,7 +80,8 @@ _REQUEST = re.compile(r"\b(?:please|pls|plz|can (?:you|u)|could (?:you|u)|would 
 _LEXICAL_NEGATION = re.compile(r"\b(?:no need to|unable to|not able to|no longer|never|nobody|none of)\b",
                                re.IGNORECASE)
 # Words in front of a value that say it is the old one: "not 8:40", "moved from Tuesday".
-_OLD_BEFORE = re.compile(r"(?:\b(?:not|instead of|rather than|no longer|originally|previously|was|were|than)"
+_OLD_BEFORE = re.compile(r"(?:\b(?:not|instead of|rather than|no longer|originally|previously|was|were|than"
+                         r"|closed|shut|fully booked|booked out|unavailable)"
                          r"|\b(?:moved|changed|rescheduled|pushed|shifted|switched|brought forward) from)"
                          r"\W+(?:\w+\W+)?$", re.IGNORECASE)
 _OLD_AFTER = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:was|is|were|are|got)\s+(?:just\s+|already\s+|now\s+|fully\s+)?"
@@ -628,15 +629,22 @@ _TAKES_BACK = re.compile(r"\b(?:correction|after all|scratch that|never ?mind|fo
                          r"|waived|called off|cancell?ed|no longer)\b", re.IGNORECASE)
 
 
+# What a later message gives up for something else: "I'll drop the booster at yours, easier than the garage".
+_GIVEN_UP = re.compile(r"\b(?:instead of|rather than|easier than|better than|quicker than)\s+(?:the |my |our |your "
+                       r"|his |her |their )?([^\W\d_]{3,})", re.IGNORECASE)
+
+
 def taken_back(messages: Sequence[Message]) -> list[set[str]]:
     """Per message, the topic words a later message takes back ("Correction: ... Coffee is fine." after
-    "no coffee please"): a sentence of that message about them may no longer hold."""
+    "no coffee please") or gives up ("... easier than the garage" after "it's in our garage"): a sentence
+    of that message about them may no longer hold."""
     topics: list[set[str]] = [set() for _ in messages]
     later: set[str] = set()
     for i in range(len(messages) - 1, -1, -1):
         topics[i] = set(later)
         if _TAKES_BACK.search(messages[i].text):
             later |= topic_stems(messages[i].text)
+        later |= {stem for m in _GIVEN_UP.finditer(messages[i].text) for stem in topic_stems(m.group(1))}
     return topics
 
 

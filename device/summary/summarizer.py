@@ -159,7 +159,7 @@ class Summarizer:
                     if problem is None:
                         return SummaryOutcome(draft, "model", tuple(rejected), tuple(drafts))
                     rejected.append(problem)
-        text = fallback_summary(messages, self.config.fallback_max_words, self.wearer)
+        text = fallback_summary(messages, self.fallback_max_words, self.wearer)
         return SummaryOutcome(text, "fallback", tuple(rejected), tuple(drafts))
 
     def stream_summary(self, messages: Sequence[Message]) -> SummaryStream:
@@ -187,6 +187,10 @@ class Summarizer:
     def verbatim_max_words(self) -> int:
         """Threads up to this long are read as written: about as long as a summary said to this wearer, or to nobody."""
         return self.config.verbatim_max_words if self.wearer else self.config.verbatim_max_words_no_wearer
+
+    @property
+    def fallback_max_words(self) -> int:
+        return self.config.fallback_max_words if self.wearer else self.config.fallback_max_words_no_wearer
 
     def dialogue(self, messages: Sequence[Message]) -> str:
         """The prompt's dialogue, the wearer's own messages under the wearer's name whatever their sender id."""
