@@ -288,3 +288,12 @@ def test_a_day_said_to_be_closed_is_stale_and_what_a_later_message_prefers_to_is
     booster = _thread(("Malin", "He'll need his booster seat, it's in our garage, code 4471."),
                       ("Henning", "Actually I'll drop the booster seat at yours on Friday, easier than the garage."))
     assert "garage" in taken_back(booster)[0] and taken_back(booster)[1] == set()
+
+
+def test_a_day_that_says_when_something_happened_replaces_no_plan():
+    yoga = _thread(("Studio Lumen", "Your first yoga class is this Saturday at 10:00. Please bring your own mat."),
+                   ("Studio Lumen", "Correction: our new equipment arrived this morning, so you don't need a mat."))
+    assert stale_values(yoga) == {}
+    moved = _thread(("Studio Lumen", "Your first yoga class is this Saturday at 10:00."),
+                    ("Studio Lumen", "Correction: the class moved to today, same time."))
+    assert stale_values(moved) == {0: {"Saturday"}}

@@ -425,6 +425,8 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
                          and _counted(later.text, other) == counts)
             if (other.kind != value.kind and not (as_time or as_count or recounted)) or same_value(other, value):
                 continue
+            if other.kind == "weekday" and _in_the_past(later.text, other):
+                continue  # "the equipment arrived this morning" tells when something happened, not a new plan
             if value.kind == "number" and not recounted:  # a bare number is only ever replaced by a recount
                 continue
             if value.kind == "code" and other.key[0] != value.key[0]:  # a new gate does not move the room
@@ -437,6 +439,18 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     return None
 
 
+# A day said of something that already happened: "yesterday", "arrived this morning" (not "moved to today").
+_PAST_DAY = re.compile(r"^(?:yesterday|last (?:night|week|\w+day))$", re.IGNORECASE)
+_PAST_BEFORE = re.compile(r"\b(?:\w+ed|was|were|came|got|went|did|had|left|sent|paid|bought)\s+(?:\w+\s+)?$",
+                          re.IGNORECASE)
+
+
+def _in_the_past(text: str, day: Value) -> bool:
+    if _PAST_DAY.match(day.text):
+        return True
+    verb = _PAST_BEFORE.search(text[max(0, day.start - 30):day.start])
+    return bool(re.match(r"(?:this morning|today|earlier)$", day.text, re.IGNORECASE) and verb
+                and not _CHANGE_CUE.search(verb.group(0)))
 _COUNTED = ("count", "number")
 # "I need 3 tickets too", "2 more chairs": a second count of the same thing, added to the first.
 _ADDS_TO = re.compile(r"\b(?:too|also|as well|more|another|extra|each)\b", re.IGNORECASE)

@@ -36,10 +36,15 @@ _THREAT = re.compile(
     r"|within \d+ ?(?:minutes|mins?|hours|hrs?|h)|right away|immediately|final notice|returned to (?:the )?sender"
     r"|will be (?:returned|destroyed|disposed)|(?:last|final) reminder|(?:will )?(?:expire|lapse|be forfeited)"
     # The same pressure in German, as scams sent to German numbers write it.
-    r"|innerhalb (?:von )?\d+ ?(?:std|stunden|tagen)|verf[äa]llt|letzte (?:erinnerung|mahnung)|gesperrt)\b",
+    r"|innerhalb (?:von )?\d+ ?(?:std|stunden|tagen)|verf[äa]llt|letzte (?:erinnerung|mahnung)|gesperrt"
+    r"|urgent(?:ly)?|keep (?:it|this) (?:confidential|secret|between us)|can['’]?t talk)\b",
     re.IGNORECASE)
 # A fee, a payment or a transfer asked for: with a link or a stranger's number, the classic delivery scam.
+_TRANSFER = re.compile(r"\b(?:transfer|wire|send (?:me )?(?:the )?money|überweis\w*)\b", re.IGNORECASE)
 _PAYMENT = re.compile(r"\b(?:pay|payment|fee|outstanding|transfer|send (?:me )?(?:the )?money|top up)\b", re.IGNORECASE)
+# Gift cards bought and their codes sent: the boss-in-a-meeting scam.
+_GIFT_CARDS = re.compile(r"\b(?:gift ?cards?|itunes (?:cards?|codes?)|google play (?:cards?|codes?)|steam (?:cards?|codes?))\b",
+                         re.IGNORECASE)
 _PRIZE = re.compile(r"\b(?:you(?:'ve| have)? won|winner|prize|claim your|free gift|congratulations"
                     r"|you(?:'re| are) (?:owed|entitled to)|(?:tax )?refund of|steht (?:eine|ein) \w+ zu)\b", re.IGNORECASE)
 _LINK = re.compile(r"\b(?:https?://\S+|www\.\S+|(?<!@)[a-z0-9-]+\.(?:com|net|org|info|top|xyz|io|co|app|link|site)\b\S*)",
@@ -99,15 +104,27 @@ def _asks_payment(text: str) -> bool:
     return any(not _NEGATED_BEFORE.search(text[:m.start()]) for m in _PAYMENT.finditer(text))
 
 
+# An IBAN written out is where the money should go, not a request for the wearer's own.
+_GIVEN_IBAN = re.compile(r"iban\s*:?\s*[a-z]{2}\d{2}", re.IGNORECASE)
+
+
+def _credentials_asked(text: str) -> str:
+    """The codes, passwords or bank details `text` asks for, "" for none."""
+    return " ".join(m.group(0).lower() for m in _CREDENTIAL.finditer(text)
+                    if not _GIVEN_IBAN.match(text, m.start()))
+
+
 def _wants(text: str) -> tuple[str, ...]:
     wants = []
-    asked = " ".join(m.group(0).lower() for m in _CREDENTIAL.finditer(text))
+    asked = _credentials_asked(text)
     if asked:
         wants.append("your password" if "password" in asked else "a code" if "code" in asked or "pin" in asked
                      else "your bank details" if re.search(r"iban|bank|account|sort", asked)
                      else "your personal details")
+    if _GIFT_CARDS.search(text):
+        wants.append("gift cards and their codes")
     if _asks_payment(text):
-        wants.append("a payment")
+        wants.append("a money transfer" if _TRANSFER.search(text) else "a payment")
     if _LINK.search(text):
         wants.append("a click on its link")
     if re.search(r"\breply\w*\s+(?:with\s+)?(?:yes|y|stop)\b", text, re.IGNORECASE):
@@ -125,12 +142,14 @@ def suspicion(message: Message) -> Suspicion | None:
     unknown = bool(_UNKNOWN_SENDER.match(message.sender))
     if unknown:
         signals.append("sender is not a contact's name")
-    if _CREDENTIAL.search(text):
+    if _credentials_asked(text):
         signals.append("asks for a code, password or bank details")
     if _THREAT.search(text):
         signals.append("threatens or hurries")
     if _PRIZE.search(text):
         signals.append("promises a prize")
+    if _GIFT_CARDS.search(text):
+        signals.append("asks for gift cards")
     links = _LINK.findall(text)
     if any(_LINK_BAIT.search(link) for link in links):
         signals.append("links to a login-like site")
@@ -145,17 +164,15 @@ def suspicion(message: Message) -> Suspicion | None:
 
 
 def suspicions(messages: Sequence[Message]) -> list[Suspicion]:
-    """One per untrusted message; a flagged sender's other messages (its link, its deadline) are flagged too."""
-    flagged: list[Suspicion] = []
+    """One per untrusted message; a flagged sender's other messages, before it or after (its link, its
+    deadline, its "it's me, your cousin, new number"), are flagged too."""
+    found = [suspicion(message) for message in messages]
     kinds: dict[str, str] = {}
-    for message in messages:
-        found = suspicion(message)
-        if found is None and message.sender in kinds:
-            found = Suspicion(message.id, message.sender, kinds[message.sender], (), _wants(message.text))
-        if found is not None:
-            kinds.setdefault(message.sender, found.kind)
-            flagged.append(found)
-    return flagged
+    for message, suspect in zip(messages, found):
+        if suspect is not None:
+            kinds.setdefault(message.sender, suspect.kind)
+    return [suspect or Suspicion(message.id, message.sender, kinds[message.sender], (), _wants(message.text))
+            for message, suspect in zip(messages, found) if suspect is not None or message.sender in kinds]
 
 
 def warning(flagged: Sequence[Suspicion]) -> str:
