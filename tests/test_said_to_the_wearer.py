@@ -151,3 +151,15 @@ def test_the_new_number_and_gift_card_scams_are_flagged_from_their_first_message
                                                 "Send me photos of the codes."))[0])
     assert boss is not None and "asks for gift cards" in boss.signals and "gift cards and their codes" in boss.wants
     assert suspicions(thread(("Oma", "I got you a gift card for the bookshop, it's urgent you use it before May!"))) == []
+
+
+@pytest.mark.parametrize("text, claims", [
+    ("Hi Alex, it's Tobi, your cousin! New number, save it", "Tobi, your cousin"),
+    ("Hi Alex, Renate Wiegand here. Stuck in a board meeting", "Renate Wiegand"),
+    ("DHL Express: your parcel is held", "DHL Express"),
+])
+def test_who_a_scam_says_it_is_is_said_as_its_claim(text, claims):
+    flagged = suspicions(thread(("+44 7418 552093", text),
+                                ("+44 7418 552093", "urgent: buy 5 gift cards and send me photos of the codes")))
+    said = warning(flagged)
+    assert f"claiming to be {claims}," in said and "looks like a scam" in said

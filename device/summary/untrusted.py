@@ -73,17 +73,28 @@ class Suspicion:
         else:
             what = "looks like a scam or phishing"
         posing = f" claiming to be {self.claims_to_be}" if self.claims_to_be else ""
-        posing += f", about {self.about}," if self.about else ""
+        posing += f", about {self.about}," if self.about else "," if "," in posing else ""
         asks = f" It asks for {' and '.join(self.wants)}; don't give it." if self.wants else ""
         return f"A message from {self.sender}{posing} {what}.{asks}"
 
 
-# "Northfield Bank: ...", "DHL Express: ...": the name a message opens with, as scams impersonate one.
+# "Northfield Bank: ...", "DHL Express: ...": the name a message opens with, as scams impersonate one;
+# "it's Tobi, your cousin", "Renate Wiegand here", "this is Northfield Bank": the one it introduces itself by.
 _OPENING_NAME = re.compile(r"^\s*((?:[A-Z][\w&.'-]*\s?){1,4}):\s")
+_NAME = r"[A-Z][\w&'-]+(?: [A-Z][\w&'-]+){0,2}"
+_INTRODUCES = re.compile(rf"\b(?:it['’]s|this is|i['’]m)\s+({_NAME}(?:,\s+your\s+[a-z]+)?)|\b({_NAME})\s+here\b")
+
+
+def _claimed_identity(text: str) -> str:
+    if opening := _OPENING_NAME.match(text):
+        return opening.group(1).strip()
+    if found := _INTRODUCES.search(text):
+        return (found.group(1) or found.group(2)).strip()
+    return ""
 
 
 # What a scam is about, said without its claims: "a parcel", never "your parcel is held at customs".
-_TOPIC = re.compile(r"\b(parcel|package|delivery|account|bank card|card|refund|invoice|prize|voucher|subscription"
+_TOPIC = re.compile(r"\b(parcel|package|delivery|account|gift card|bank card|card|refund|invoice|prize|voucher|subscription"
                     r"|order|tax return)s?\b|(steuer)?(r[üu]ck)?erstattung", re.IGNORECASE)
 
 
@@ -157,9 +168,8 @@ def suspicion(message: Message) -> Suspicion | None:
         signals.append("asks for a payment")
     # One signal is everyday ("reset your password at work"); scams combine them.
     if len(signals) >= 2 and (unknown or len(signals) >= 3):
-        posing = _OPENING_NAME.match(text)
         return Suspicion(message.id, message.sender, "scam", tuple(signals), _wants(text),
-                         posing.group(1).strip() if posing else "", _about(text))
+                         _claimed_identity(text), _about(text))
     return None
 
 
@@ -171,7 +181,8 @@ def suspicions(messages: Sequence[Message]) -> list[Suspicion]:
     for message, suspect in zip(messages, found):
         if suspect is not None:
             kinds.setdefault(message.sender, suspect.kind)
-    return [suspect or Suspicion(message.id, message.sender, kinds[message.sender], (), _wants(message.text))
+    return [suspect or Suspicion(message.id, message.sender, kinds[message.sender], (), _wants(message.text),
+                                 _claimed_identity(message.text), _about(message.text))
             for message, suspect in zip(messages, found) if suspect is not None or message.sender in kinds]
 
 
@@ -182,6 +193,6 @@ def warning(flagged: Sequence[Suspicion]) -> str:
         first = by_sender.setdefault(s.sender, s)
         by_sender[s.sender] = Suspicion(first.message_id, s.sender, first.kind,
                                         tuple(dict.fromkeys(first.signals + s.signals)),
-                                        tuple(dict.fromkeys(first.wants + s.wants)), first.claims_to_be,
-                                        first.about)
+                                        tuple(dict.fromkeys(first.wants + s.wants)),
+                                        first.claims_to_be or s.claims_to_be, first.about or s.about)
     return " ".join(s.describe() for s in by_sender.values())
