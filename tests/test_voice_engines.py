@@ -24,7 +24,7 @@ from tidings.device.voice.audio import (
     read_wav,
     resample,
 )
-from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command
+from tidings.device.voice.commands import COMMAND_WORDS, Command, match_command, recognize_command
 from tidings.device.voice.stt import WhisperStt, reply_prompt, words_prompt
 from tidings.device.voice.tts import EspeakTts, HibariTts, Speech, TtsError, open_tts
 from tidings.device.voice.vad import Endpointer, Paused, SileroVad, SpeechStarted, Utterance
@@ -276,6 +276,44 @@ def test_commands_match(text, command):
 ])
 def test_dictation_and_other_speech_is_not_a_command(text):
     assert match_command(text) is None
+
+
+@pytest.mark.parametrize("voice, said, command", [
+    ("en+f3", "Cancel.", Command.CANCEL),   # tiny.en writes "Console."
+    ("en-us+m3", "Send.", Command.SEND),    # ... and "And..."
+    ("en-us", "Don't send.", None),
+    ("en-us", "Save me a seat please.", None),
+    ("en+f3", "Let's do Thursday at ten instead.", None),
+])
+def test_a_misheard_command_is_found_by_scoring_the_command_words_on_its_audio(whisper, voice, said, command):
+    from tidings.bench.speech_corpus import as_cut, utterance
+
+    audio = as_cut(Endpointer(SileroVad()), utterance(EspeakTts(voice), said))
+    prompt = words_prompt(COMMAND_WORDS)
+    heard = whisper.transcribe(audio, prompt=prompt).text
+    assert recognize_command(heard, audio, whisper, prompt=prompt) is command, heard
+
+
+class _Scores:
+    """Fixed scores per command word, to pin down the decision rule itself."""
+
+    def __init__(self, **scores: float):
+        self.scores, self.calls = scores, 0
+
+    def score(self, audio, texts, *, prompt=""):
+        self.calls += 1
+        return [self.scores.get(t.rstrip(".").lower(), -20.0) for t in texts]
+
+
+def test_a_command_word_is_taken_only_when_it_clearly_stands_out_and_never_from_a_refusal():
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    assert recognize_command("Console.", silence, _Scores(cancel=-3.4)) is Command.CANCEL
+    assert recognize_command("Console.", silence, _Scores(cancel=-7.5)) is None       # not likely enough
+    assert recognize_command("Console.", silence, _Scores(cancel=-4, send=-5)) is None  # not clear of the next
+    refusing = _Scores(send=-1.0)
+    assert recognize_command("Don't, send.", silence, refusing) is None and refusing.calls == 0
+    assert recognize_command("I will be home at nine tonight.", silence, refusing) is None  # too long for one
+    assert recognize_command("Send it.", silence, _Scores()) is Command.SEND  # the transcript's own command first
 
 
 # -- speech model verification ------------------------------------------------

@@ -32,7 +32,7 @@ from tidings.device.summary.untrusted import suspicions
 from tidings.device.summary.wearer import Wearer
 from tidings.device.tools import ToolError, send_reply
 from tidings.device.voice.audio import AudioSink, AudioSource
-from tidings.device.voice.commands import COMMAND_WORDS
+from tidings.device.voice.commands import COMMAND_WORDS, match_command, recognize_command
 from tidings.device.voice.compose import ReplyComposer
 from tidings.device.voice.dialog import (
     Action,
@@ -214,7 +214,18 @@ class VoiceLoop:
             return
         self._mark("heard", transcript.text)
         log.info("heard: %r", transcript.text)
-        self._handle(Heard(transcript.text))
+        text = transcript.text
+        if self.dialog.state is not State.DICTATING and match_command(text) is None:
+            try:
+                command = recognize_command(text, utterance.audio, self.stt, prompt=prompt)
+            except Exception as exc:  # scoring is a second chance; without it the wearer is asked again
+                log.error("command scoring failed: %s", exc)
+                command = None
+            if command is not None:
+                log.info("heard %r as the command %r", text, command.value)
+                self._mark("heard", f"{command.value} (scored)")
+                text = command.value
+        self._handle(Heard(text))
 
     # -- actions out ----------------------------------------------------------------
 

@@ -74,3 +74,22 @@ class WhisperStt:
                                              condition_on_previous_text=False, vad_filter=False)
         text = " ".join(segment.text.strip() for segment in segments).strip()
         return Transcript(text, len(audio) / SAMPLE_RATE, time.perf_counter() - started)
+
+    def score(self, audio: np.ndarray, texts: Sequence[str], *, prompt: str = "") -> list[float]:
+        """The log-probability of each of `texts` as the transcript of `audio` (read after `prompt`): the
+        decoder forced through each text, so a closed set of phrases can be compared on the same audio."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        features = model.feature_extractor(np.asarray(audio, dtype=np.float32))
+        encoded = model.encode(pad_or_trim(features))
+        start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if prompt:
+            start = [tokenizer.sot_prev, *tokenizer.encode(" " + prompt.strip()), *start]
+        scores = []
+        for text in texts:
+            aligned = model.model.align(encoded, start, [tokenizer.encode(" " + text.strip())], features.shape[-1])[0]
+            scores.append(float(np.log(np.maximum(aligned.text_token_probs, 1e-9)).sum()))
+        return scores
