@@ -258,3 +258,12 @@ def test_a_question_put_to_someone_who_turned_it_down_gives_way_to_their_answer(
     assert "Tom in goal?" not in keeper and "Ravi asks you: You drive past there right?" in keeper
     gift = fallback_summary(thread(*threads["malik-farewell-gift"].messages), 60, Wearer("Alex"))
     assert "can Kalani make one?" in gift
+
+
+def test_a_sentence_that_only_calls_its_values_off_is_not_read_out():
+    msgs = thread(("Chloé", "Saver fares on the 7:32 are gone."), ("Noah", "9:32 fine, sleep in."),
+                  ("Chloé", "Booked: 9:32 EC, Sat 12 Dec, coach 254. Total €176."))
+    summary = fallback_summary(msgs, 75, Wearer("Alex"))
+    assert "7:32" not in summary and "Booked: 9:32 EC, Sat 12 Dec, coach 254." in summary
+    kept = fallback_summary(thread(("Uncle Paulo", "lunch on the 25th, not the 24th")), 75, Wearer("Alex"))
+    assert "25th, not the 24th" in kept

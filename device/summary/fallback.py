@@ -176,7 +176,7 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
         answered = any(later.sender != message.sender for later in thread[i + 1:i + 3])
         for j, sentence in indexed:
             sentence = _without_stale(sentence, stale.get(i, ()))
-            if not sentence or taken[i] & topic_stems(sentence):
+            if not sentence or taken[i] & topic_stems(sentence) or _only_history(sentence):
                 continue
             # Only a sentence's opening can be read within the word budget: only it is cleaned.
             sentence = _FILLER.sub("", sentence[:4 * _SCORED_CHARS])
@@ -211,6 +211,13 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             units.append(_Unit((i, j), sender, to, bool(_QUESTION.search(sentence)), sentence, len(words),
                                content, score, _specifics(sentence)))
     return units
+
+
+def _only_history(sentence: str) -> bool:
+    """Whether every time, day and amount `sentence` names it also calls off ("saver fares on the 7:32 are
+    gone"): it tells why the plan changed, and a later message says what it is now."""
+    found = [v for v in values(sentence) if v.kind in ("time", "weekday", "date", "money")]
+    return bool(found) and all(marked_old(sentence, v.text) for v in found)
 
 
 def _without_stale(sentence: str, stale: Collection[str]) -> str:
