@@ -446,11 +446,14 @@ _PAST_BEFORE = re.compile(r"\b(?:\w+ed|was|were|came|got|went|did|had|left|sent|
 
 
 def _in_the_past(text: str, day: Value) -> bool:
+    """Whether `day`, in `text`, dates something that happened rather than naming when a plan is."""
     if _PAST_DAY.match(day.text):
         return True
     verb = _PAST_BEFORE.search(text[max(0, day.start - 30):day.start])
     return bool(re.match(r"(?:this morning|today|earlier)$", day.text, re.IGNORECASE) and verb
                 and not _CHANGE_CUE.search(verb.group(0)))
+
+
 _COUNTED = ("count", "number")
 # "I need 3 tickets too", "2 more chairs": a second count of the same thing, added to the first.
 _ADDS_TO = re.compile(r"\b(?:too|also|as well|more|another|extra|each)\b", re.IGNORECASE)
