@@ -72,6 +72,7 @@ _ATTACHMENT = re.compile(r"<\w+>")
 # A message that settles the plan: what it says is what stands.
 _SETTLED = re.compile(r"\b(?:confirmed|booked|final|settled|deal|done|agreed|sorted|fixed|so it'?s|that'?s it)\b",
                       re.IGNORECASE)
+# Someone turning an ask down.
 _REFUSES = re.compile(r"\b(?:can['’]?t|cannot|won['’]?t|not able|no way|sorry,? no)\b", re.IGNORECASE)
 # The wearer taking something on.
 _COMMITS = re.compile(r"\b(?:i['’]ll|i will|i can|i['’]m going to|i['’]m taking|booked)\b", re.IGNORECASE)

@@ -97,7 +97,7 @@ def asks_of_wearer(messages: Sequence[Message], wearer: Wearer) -> list[Message]
                 return True
             opening = _OPENING_NAME.match(sentence)
             name = opening.group(1) if opening else ""
-            if name.casefold() in others - {message.sender.split()[0].casefold()} or (
+            if name.casefold() in others - {(message.sender.split() or [""])[0].casefold()} or (
                     opening and opening.group(2) and name[0].isupper() and name.casefold() not in COMMON_WORDS):
                 continue
             if QUESTION.search(sentence) or REQUEST.search(sentence):
