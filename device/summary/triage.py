@@ -74,7 +74,8 @@ def unanswered(messages: Sequence[Message], wearer: Wearer) -> list[Message]:
     return tail[::-1]
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+# Where one sentence of a chat message ends and the next begins (replies.py splits asks with it too).
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 # A sentence opening with a name: a member's, or any capitalized one put a request ("Lorenz could you ...").
 _OPENING_NAME = re.compile(r"\W*@?([^\W\d_]+)(,?\s+(?:can|could|would|will|pls|please)\b)?")
 
@@ -90,7 +91,7 @@ def asks_of_wearer(messages: Sequence[Message], wearer: Wearer) -> list[Message]
     others = {m.sender.split()[0].casefold() for m in messages if m.sender.split() and not wearer.is_sender(m.sender)}
 
     def asks_the_wearer(message: Message) -> bool:
-        for sentence in _SENTENCE_END.split(message.text):
+        for sentence in SENTENCE_BREAK.split(message.text):
             if wearer.is_named_as_recipient(sentence):
                 continue
             if wearer.is_named_in(sentence):

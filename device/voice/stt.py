@@ -6,6 +6,7 @@ models/manifest.toml before loading; nothing is fetched from a hub.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -75,14 +76,18 @@ class WhisperStt:
         text = " ".join(segment.text.strip() for segment in segments).strip()
         return Transcript(text, len(audio) / SAMPLE_RATE, time.perf_counter() - started)
 
+    @functools.cached_property
+    def _tokenizer(self):
+        from faster_whisper.tokenizer import Tokenizer
+
+        return Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language="en")
+
     def score(self, audio: np.ndarray, texts: Sequence[str], *, prompt: str = "") -> list[float]:
         """The log-probability of each of `texts` as the transcript of `audio` (read after `prompt`): the
         decoder forced through each text, so a closed set of phrases can be compared on the same audio."""
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.tokenizer import Tokenizer
 
-        model = self._model
-        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
+        model, tokenizer = self._model, self._tokenizer
         features = model.feature_extractor(np.asarray(audio, dtype=np.float32))
         encoded = model.encode(pad_or_trim(features))
         start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
