@@ -19,9 +19,9 @@ Suites (`--suite`, repeatable):
 * `dev`: `../shared/data/wearer_dev.py`, 40 threads, for tuning and tests;
 * `own-dev`: bench/wearer_threads/own_dev.py, threads of ours for the failure kinds
   the dev suite lacks, also for tuning;
-* `own-dev-2`, `own-dev-3`, `own-dev-4`: bench/wearer_threads/own_dev_2.py, own_dev_3.py and
-  own_dev_4.py, the first three held-out splits, tuned on since their failures were read
-  (2026-12-01 and 2026-12-02);
+* `own-dev-2` to `own-dev-5`: bench/wearer_threads/own_dev_2.py to own_dev_5.py, the
+  first four held-out splits, tuned on since their failures were read (2026-12-01 and
+  2026-12-02);
 * `held-out`: bench/wearer_threads/held_out.py, threads of ours that nothing is tuned
   on, written by someone who had not seen the summarizer's output: the figure that
   says whether the tuning generalizes.
@@ -38,7 +38,7 @@ missing fact, and writes OUT/faithfulness.json:
                  suggestions_source, suggestions_rejected}]}}}
 
     python -m tidings.bench.faithfulness                       # dev suite
-    python -m tidings.bench.faithfulness --suite dev --suite own-dev --suite own-dev-2 --suite own-dev-3 --suite own-dev-4 --suite held-out
+    python -m tidings.bench.faithfulness --suite dev --suite own-dev --suite own-dev-2 --suite own-dev-3 --suite own-dev-4 --suite own-dev-5 --suite held-out
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ SUITES = {
     "own-dev-2": HERE / "wearer_threads" / "own_dev_2.py",
     "own-dev-3": HERE / "wearer_threads" / "own_dev_3.py",
     "own-dev-4": HERE / "wearer_threads" / "own_dev_4.py",
+    "own-dev-5": HERE / "wearer_threads" / "own_dev_5.py",
     "held-out": HERE / "wearer_threads" / "held_out.py",
 }
 WEARER = "Alex"
