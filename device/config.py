@@ -90,6 +90,12 @@ class SummarizerConfig:
     # the rules of that day). With no wearer it stays at 45, near what a third-person summary is.
     fallback_max_words: int = 75
     fallback_max_words_no_wearer: int = 45
+    # Whether a summary said to a wearer may be the model's draft. The shipped task adapter was trained on
+    # third-person summaries: on the six wearer suites (155 threads, 2026-12-02) the 5 of its drafts that
+    # passed every check were none of them complete, and 3 said what the thread does not ("Tante Roswitha
+    # will have a pizza"; "Jovana will join you and Konstantin" when Konstantin can't come), so said to a
+    # wearer the fallback speaks instead. An adapter that earns it on the benchmark turns this on.
+    model_drafts_for_wearer: bool = False
     # Messages beyond this many prompt tokens are folded into a rolling summary.
     context_budget_tokens: int = 1400
     retries: int = 1

@@ -14,6 +14,7 @@ try:
 except ImportError:  # the property test below is skipped; everything else still runs
     given = settings = st = None
 
+from tidings.device.config import SummarizerConfig
 from tidings.device.summary.fallback import fallback_summary
 from tidings.device.summary.grounding import check_grounding
 from tidings.device.summary.wearer import Wearer
@@ -242,9 +243,10 @@ def test_a_request_the_next_messages_answer_gives_way_to_what_the_wearer_took_on
     from tidings.bench.faithfulness import SUITES, load_suite
 
     threads = {t.id: t for t in load_suite(SUITES["own-dev-4"])}
-    graz = fallback_summary(thread(*threads["graz-workshop-train"].messages), 45, Wearer("Alex"))
-    assert "Can you both leave after lunch?" not in graz and "You take the 13:02" in graz
-    kiel = fallback_summary(thread(*threads["kiel-fair-booth"].messages), 45, Wearer("Alex"))
+    budget = SummarizerConfig().fallback_max_words  # what is said to a wearer
+    graz = fallback_summary(thread(*threads["graz-workshop-train"].messages), budget, Wearer("Alex"))
+    assert "Can you both leave after lunch?" not in graz and "13:02" in graz
+    kiel = fallback_summary(thread(*threads["kiel-fair-booth"].messages), budget, Wearer("Alex"))
     assert "You: I'll take them on tuesday before my train." in kiel
 
 
@@ -267,3 +269,33 @@ def test_a_sentence_that_only_calls_its_values_off_is_not_read_out():
     assert "7:32" not in summary and "Booked: 9:32 EC, Sat 12 Dec, coach 254." in summary
     kept = fallback_summary(thread(("Uncle Paulo", "lunch on the 25th, not the 24th")), 75, Wearer("Alex"))
     assert "25th, not the 24th" in kept
+
+
+def test_a_replaced_value_leaves_with_its_preposition_and_a_label_with_its_clause():
+    from tidings.device.summary.fallback import _without_stale
+    assert (_without_stale("could you talk about your work on Wed 2 Dec at 8:45?", {"Wed", "2"})
+            == "could you talk about your work at 8:45?")
+    # A month the values do not see may have changed with the amount: the clause goes whole.
+    assert _without_stale("the rent goes up to €75/month from January.", {"€75"}) == ""
+    # Nothing cut short: "the trip is" is not left of "the trip is on Thu".
+    assert _without_stale("the trip is on Thu", {"Thu"}) == ""
+    assert (_without_stale("Noemi: release notes, Tiago: deploy (thu 6:00–7:00), Alex: sign-off by wed 15:00",
+                           {"6:00", "7:00", "wed", "15:00"}) == "Noemi: release notes")
+
+
+def test_the_message_that_changes_the_plan_is_said_and_the_wearers_you_is_whom_they_answered():
+    messages = thread(
+        ("Detlef", "Tournament is Sun 13 Dec, 10:00 at the Sporthalle, entry €5, doubles draw at 9:30"),
+        ("Selin", "can beginners play too?"),
+        ("Detlef", "yes, there's a hobby group, no licence needed"),
+        ("Wojtek", "I'll run the Glühwein stand"),
+        ("Detlef", "change: the hall is only free from 12:00, so we start 12:00, draw at 11:30"),
+        ("Selin", "great, and who brings the balls? we need lots of them for the beginners"),
+        ("Detlef", "I'll bring the balls and the nets, the club has plenty"),
+        ("Ruslan", "wk 51 I'm away, can someone swap with me for the bar shift?"),
+        ("Alex", "I'll swap with you, no problem"),
+        ("Detlef", "Alex, could you umpire the hobby group final around 16:00?"))
+    summary = fallback_summary(messages, 75, Wearer("Alex"))
+    assert "we start 12:00" in summary and "10:00" not in summary
+    assert "You: I'll swap with Ruslan" in summary
+    assert "umpire" in summary

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tidings.device.messages import parse_lines
-from tidings.device.summary.relations import check_relations, stale_values
+from tidings.device.summary.relations import check_relations, corrected_later, find_value, stale_values
 from tidings.device.summary.triage import asks_of_wearer
 from tidings.device.summary.validators import validate
 from tidings.device.summary.wearer import Wearer
@@ -138,6 +138,38 @@ def test_a_value_replaced_in_other_words_is_stale(first, later, stale):
                                              "sent_at": f"2026-11-24T09:0{i}:00+00:00"})
                                  for i, text in enumerate([first, later])]))
     assert stale_values(messages) == {0: {stale}}
+
+
+@pytest.mark.parametrize("first, later, stale", [
+    # A day the correction names is a day of the month, not a new time; "same time" keeps the time.
+    ("could you talk on Wed 2 Dec at 8:45?", "Correction: it's Thu 3 Dec, not Wednesday, same time.", {"Wed", "2"}),
+    # The library is closed on saturday: the day is when the place is closed, not a day called off; the library is.
+    ("Repair Café: Sat 28 Nov at the library", "bad news: the library is closed on saturday, we move to the hall",
+     {"library"}),
+    # A value the plan had, said again, agrees with it: the deploy at 10:00 still stands.
+    ("sign-off can slip to thu 9:00, deploy moves to thu 10:00", "thu 9:00 sign-off works", set()),
+    # ... but of two offered, the one taken replaces the other.
+    ("dinner at 7 or 8?", "8 works, booked", {"at 7"}),
+    # "the final" is a match, not the final word on the plan.
+    ("we start 12:00, draw at 11:30", "could you umpire the hobby group final around 16:00?", set()),
+    # "15" is not in "€156".
+    ("the fee of €180 is due by 15 Dec", "the fee stays €156 and is due 31 Jan, not 15 Dec", {"€180", "15"}),
+])
+def test_what_a_later_message_does_not_replace_stays_current(first, later, stale):
+    messages = _thread(("Ana", first), ("Ana", later))
+    assert stale_values(messages).get(0, set()) == stale
+
+
+def test_a_value_is_found_whole():
+    assert find_value("the fee stays €156", "15") == -1
+    assert find_value("ends 15:30", "15") == -1
+    assert find_value("due by 15 Dec", "15") == 7
+
+
+def test_a_message_that_a_later_one_takes_back_counts_as_corrected():
+    assert corrected_later(_thread(("Hollis", "I booked Mezzeria for 19:30."),
+                                   ("Hollis", "scratch that, they only had 20:15 left"))) == {0}
+    assert corrected_later(_thread(("Hollis", "I booked Mezzeria for 19:30."), ("Alex", "great, see you"))) == set()
 
 
 def _thread(*messages: tuple[str, str]):

@@ -66,6 +66,22 @@ def test_drafts_that_fail_validation_are_retried_then_replaced_by_the_fallback(e
     assert summary.needs_reply and 2 <= len(summary.suggestions) <= 3
 
 
+def test_said_to_a_wearer_the_model_drafts_only_when_trusted_to(engine: Engine, monkeypatch):
+    """The shipped adapter writes third-person summaries; said to a wearer its accepted drafts were not right."""
+    calls = []
+    real_complete = engine.complete
+    monkeypatch.setattr(engine, "complete", lambda prompt, **kw: calls.append(prompt) or real_complete(prompt, **kw))
+    wearer = Wearer("Alex")
+    summary = Summarizer(SummarizerConfig(verbatim_max_words=0), engine, wearer).summarize("t", PICKUP)
+    assert summary.source == "fallback" and summary.rejected == () and calls == []
+    trusted = Summarizer(SummarizerConfig(verbatim_max_words=0, model_drafts_for_wearer=True, retries=0), engine,
+                         wearer)
+    trusted.summarize("t", PICKUP)
+    assert calls and "Alex" in "".join(text for text, _ in calls[0].parts)
+    assert Summarizer(SummarizerConfig(verbatim_max_words_no_wearer=0, retries=0), engine).summarize(
+        "t", PICKUP).source in ("model", "fallback") and len(calls) > 1
+
+
 def test_a_summary_made_whole_is_beam_searched_its_hypotheses_checked_in_turn_and_its_retry_sampled(
         engine: Engine, monkeypatch):
     calls = []
@@ -127,7 +143,8 @@ def test_without_an_engine_every_summary_is_verbatim_or_fallback_and_says_so():
 def test_no_sampled_retry_when_every_hypothesis_missed_what_the_wearer_is_asked(monkeypatch):
     """The retry samples the same adapter; on the wearer suites it never said the ask the beam missed."""
     calls = []
-    summarizer = Summarizer(SummarizerConfig(verbatim_max_words=0, retries=1), engine=object(), wearer=Wearer("Alex"))
+    summarizer = Summarizer(SummarizerConfig(verbatim_max_words=0, retries=1, model_drafts_for_wearer=True),
+                            engine=object(), wearer=Wearer("Alex"))
 
     def drafts(messages, temperature):
         calls.append(temperature)

@@ -30,7 +30,7 @@ from itertools import islice
 
 from tidings.device.messages import Message
 from tidings.device.summary.grounding import check_grounding, values
-from tidings.device.summary.relations import marked_old, stale_values, taken_back, topic_stems
+from tidings.device.summary.relations import find_value, marked_old, stale_values, taken_back, topic_stems
 from tidings.device.summary.replies import Ask, find_ask
 from tidings.device.summary.spoken import for_speech
 from tidings.device.summary.verbatim import strip_vocative
@@ -76,6 +76,9 @@ _SETTLED = re.compile(r"\b(?:confirmed|booked|final|settled|deal|done|agreed|sor
 _REFUSES = re.compile(r"\b(?:can['’]?t|cannot|won['’]?t|not able|no way|sorry,? no)\b", re.IGNORECASE)
 # The wearer taking something on.
 _COMMITS = re.compile(r"\b(?:i['’]ll|i will|i can|i['’]m going to|i['’]m taking|booked)\b", re.IGNORECASE)
+# A message changing the plan: "change: we start 12:00", "I changed the pickup to 17:00".
+_CHANGES = re.compile(r"\b(?:instead|chang(?:e|ed|es)|moved?|now|actually|correction|postponed|rescheduled|pushed"
+                      r"|switch(?:ed)?|new)\b", re.IGNORECASE)
 # A whitespace-free run longer than this (a URL, a pasted blob) cannot be read aloud.
 _MAX_TOKEN_CHARS = 40
 # Per message, only this many sentences from each end are candidates: a megabyte
@@ -139,6 +142,11 @@ _SECOND_PERSON = re.compile(r"\b(?:(?P<aux>are|were|have|do|r|aren't|don't|haven
                             r"|(?:you|u)(?P<clitic>'re|'ve|'ll|'d)|(?P<poss>your|ur|yours)\b"
                             r"|(?:you|u)\s+(?P<verb>are|were|have|do|don't|aren't|want|need|know|think|like|mean|go)\b"
                             r"|(?:you|u))\b", re.IGNORECASE)
+_GROUP_YOU = re.compile(r"\b(?:you|u) (?:all|guys|both|two|lot)\b|\by['’]all\b", re.IGNORECASE)
+# "you take 50": a verb `_about` cannot make agree with a name ("Chidi take") leaves the sentence as written.
+_YOU_THEN_OTHER_VERB = re.compile(r"(?<!['’])\b(?:you|u)\s+(?!(?:are|were|have|do|don't|aren't|want|need|know|think"
+                                  r"|like|mean|go|up|in|on|at|to|for|back|there|too|later|soon|then|now)\b)[a-z]+",
+                                  re.IGNORECASE)
 _CLITICS = {"'re": "'s", "'ve": " has", "'ll": " will", "'d": " would"}
 _THIRD = {"are": "is", "were": "was", "have": "has", "do": "does", "don't": "doesn't", "aren't": "isn't", "go": "goes"}
 
@@ -161,6 +169,7 @@ def _about(sentence: str, name: str) -> str:
 def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
     units: list[_Unit] = []
     stale = stale_values(thread)
+    first_stale = min(stale, default=len(thread))
     taken = taken_back(thread)
     others_addressed = _others_addressed(thread)
     for i, message in enumerate(thread):
@@ -175,6 +184,8 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
         # ... so a request a later message answers is worth less than the answer: "can you both leave after
         # lunch?" is settled by "yes" and "I can't before 16:00".
         answered = any(later.sender != message.sender for later in thread[i + 1:i + 3])
+        answering = (_sender(thread[i - 1]).split()[0] if mine and i > 0 and not wearer.is_sender(thread[i - 1].sender)
+                     and _sender(thread[i - 1]).split() else None)
         for j, sentence in indexed:
             sentence = _without_stale(sentence, stale.get(i, ()))
             if not sentence or taken[i] & topic_stems(sentence) or _only_history(sentence):
@@ -183,6 +194,10 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             sentence = _FILLER.sub("", sentence[:4 * _SCORED_CHARS])
             to_wearer, sentence = (False, sentence) if mine else strip_vocative(sentence, wearer)
             to = "you" if to_wearer else None
+            # Heard after "You:", the wearer's own "you" would be the wearer: it is whom they answered.
+            if (mine and answering is not None and not _GROUP_YOU.search(sentence)
+                    and not _YOU_THEN_OTHER_VERB.search(sentence)):
+                sentence = _about(sentence, answering)
             if to is None and (pattern := others_addressed.get(message.sender)) is not None:
                 if (named := pattern.search(sentence)) is not None:
                     to = named.group(1)
@@ -199,6 +214,8 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             score += 1.5 * (i / max(len(thread) - 1, 1)) - 1.5 * (mine and "?" in sentence)
             # ... though what they took on is what they must remember: "I'll take them on tuesday".
             score -= 1.0 * (mine and not _COMMITS.search(sentence))
+            # Once a time, day or amount was replaced, the message replacing it is the plan as it stands.
+            score += 2.0 * (i > first_stale and bool(_CHANGES.search(sentence)) and bool(_SPECIFIC.search(sentence)))
             request = not mine and "?" in sentence and bool(_REQUEST.search(sentence))
             score -= 1.0 * (answered and request)
             score -= 1.0 * (request and any(later.sender != message.sender and _REFUSES.search(later.text)
@@ -221,17 +238,51 @@ def _only_history(sentence: str) -> bool:
     return bool(found) and all(marked_old(sentence, v.text) for v in found)
 
 
+# What goes with a replaced value when it is left out: its preposition and the rest of its date or rate.
+_VALUE_TAIL = (r"(?:[\s/]+(?:\d{1,2}(?:st|nd|rd|th)?|jan\w*|feb\w*|mar\w*|apr\w*|may|jun\w*|jul\w*|aug\w*"
+               r"|sep\w*|oct\w*|nov\w*|dec\w*|month|week|night|day|pp|ppl|people|persons|guests|each|per \w+)\b)*")
+_ADJUNCT_PREPOSITIONS = ("on", "at", "for", "by", "from", "to")
+# A month the value parser does not see as a value ("up to €75 from January"): it may have changed with the
+# value, so a clause that keeps one is dropped whole.
+_MONTH = re.compile(r"\b(?:jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b|\bmay\b", re.IGNORECASE)
+# A clause cut short of what it said: "the trip is", "we meet at".
+_DANGLING = re.compile(r"\b(?:is|are|was|were|be|will|the|a|an|to|at|on|for|by|from|of|and|or|in)\W*$",
+                       re.IGNORECASE)
+
+
+def _less_value(clause: str, value: str) -> str:
+    """`clause` without `value` where it is an adjunct ("could you talk on Wed 2 Dec at 8:45?" less "Wed" is
+    "could you talk at 8:45?"), or unchanged when it is not one."""
+    own = value.split()[0].casefold() in _ADJUNCT_PREPOSITIONS  # "at 8:45"
+    preposition = "" if own else rf"\b(?:{'|'.join(_ADJUNCT_PREPOSITIONS)})[ \t]+"
+    pattern = rf"\s*{preposition}(?<![\w.,:]){re.escape(value)}(?![\w]|[.,:]\d){_VALUE_TAIL}"
+    return re.sub(pattern, "", clause, count=1, flags=re.IGNORECASE)
+
+
 def _without_stale(sentence: str, stale: Collection[str]) -> str:
-    """`sentence` less its clauses that state a value a later message replaced as if it still held
-    ("dinner friday, 7pm" once 7pm was full; not "25th, not 24th"): what is left is still true; "" when
-    nothing is."""
-    if not any(value in sentence for value in stale):
+    """`sentence` less what states a value a later message replaced as if it still held ("dinner friday,
+    7pm" once 7pm was full; not "25th, not 24th"): the value with its preposition where it is an adjunct
+    ("the rent goes up to €75 from January" → "the rent goes up"), else its clause. What is left is still
+    true; "" when nothing is. A label whose clause goes goes with it: of "Tiago: deploy 6:00, Alex:
+    sign-off" with 6:00 replaced, "Alex: sign-off" is left, not "Tiago, Alex: sign-off"."""
+    def current(clause: str) -> bool:
+        return all(find_value(clause, value) < 0 or marked_old(clause, value) for value in stale)
+
+    if current(sentence):
         return sentence
     clauses = _STALE_CLAUSE_BREAK.split(sentence)
-    kept = [c for c in clauses if all(value not in c or marked_old(c, value) for value in stale)]
-    if len(kept) == len(clauses):
-        return sentence
-    return ", ".join(c.rstrip(",;: ") for c in kept)
+    for i, clause in enumerate(clauses):
+        reduced = clause
+        for value in sorted(stale, key=len, reverse=True):
+            if find_value(reduced, value) >= 0 and not marked_old(reduced, value):
+                reduced = _less_value(reduced, value)
+        if (reduced != clause and current(reduced) and len(reduced.split()) >= 3 and not _MONTH.search(reduced)
+                and not _DANGLING.search(reduced)):
+            clauses[i] = reduced
+    kept = [current(c) for c in clauses]
+    for i in range(len(clauses) - 2, -1, -1):
+        kept[i] = kept[i] and not (clauses[i].endswith(":") and not kept[i + 1])
+    return " ".join(c for c, keep in zip(clauses, kept) if keep).rstrip(",;: ")
 
 
 def _sender(message: Message) -> str:

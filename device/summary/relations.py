@@ -90,11 +90,17 @@ _OLD_AFTER = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:was|is|were|are|got)\s+(?:just\
 # Said in the same sentence as a new value, these replace the old one: "let's do 5pm instead", "ok 5pm then",
 # "booked: 9:32" (of the 7:32 and the 9:32 offered, the one booked stands).
 _CHANGE_CUE = re.compile(r"\b(?:instead|actually|moved?|moving|chang(?:e|ed|ing)|correct(?:ion|ed)|now|rather"
-                         r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|final(?:ly)?|confirmed"
+                         r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|confirmed|finally"
+                         r"|final(?=\s*:|\s+(?:plan|answer|time|date|decision|call|version|numbers?))"  # not "the final"
                          r"|booked|decided|settled|going with|let['’]?s (?:do|go with|say)|scratch that|push(?:ed|ing)?"
                          r"|delayed|meant|bumped|shifted|brought forward|new (?:\w+ )?(?:time|date|day|slot))\b",
                          re.IGNORECASE)
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+_ALTERNATIVES = re.compile(r"\bor\b|\?")
+# "it's Thu 3 Dec, not Wednesday, same time", "51 Alex (14–20 Dec)": days of the month; the time stays.
+_DAY_OF_MONTH = re.compile(r"(?:st|nd|rd|th)?(?:\s*[–-]\s*\d{1,2}(?:st|nd|rd|th)?)?"
+                           r"\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b", re.IGNORECASE)
+_SAME_TIME = re.compile(r"\bsame (?:time|hour)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -381,17 +387,29 @@ def _check_action(claim: _Claim, thread: _Thread) -> Problem | None:
     return None
 
 
+# "the library is closed on saturday": the day says when the place is closed, not that the day is called off.
+_CLOSED_ON = re.compile(r"\b(?:closed|shut|fully booked|booked out|unavailable)\s+(?:on|for|this|next|all|until|till)"
+                        r"\s+$", re.IGNORECASE)
+
+
 def _old_around(text: str, start: int, end: int) -> bool:
-    return bool(_OLD_BEFORE.search(text[:start]) or _OLD_AFTER.search(text[end:]))
+    before = text[:start]
+    return bool((_OLD_BEFORE.search(before) and not _CLOSED_ON.search(before)) or _OLD_AFTER.search(text[end:]))
 
 
 def _is_marked_old(summary: str, value: Value) -> bool:
     return _old_around(summary, value.start, value.end)
 
 
+def find_value(text: str, phrase: str) -> int:
+    """Where `text` names the value `phrase` as a whole, or -1: "15" is not in "€156" nor in "15:30"."""
+    found = re.search(rf"(?<![\w.,:]){re.escape(phrase)}(?![\w]|[.,:]\d)", text)
+    return found.start() if found else -1
+
+
 def marked_old(text: str, phrase: str) -> bool:
     """Whether `text` says `phrase` no longer holds where it names it: "25th not 24th", "7 is full"."""
-    start = text.find(phrase)
+    start = find_value(text, phrase)
     return start >= 0 and _old_around(text, start, start + len(phrase))
 
 
@@ -411,12 +429,17 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
     topic = _topic_words(_sentence_at(messages[last].text, last_value.start)
                          + " " + _sentence_before(messages[last].text, last_value.start))
     counts = _counted(messages[last].text, last_value) if value.kind in _COUNTED else None
+    # A value the message itself set, said again ("sign-off can slip to 9:00, deploy moves to 10:00", then
+    # "9:00 sign-off works"), agrees with it rather than replacing its other values; not so for an option
+    # offered beside them ("7 or 8?", then "8 it is").
+    offered_together = bool(_ALTERNATIVES.search(_sentence_at(messages[last].text, last_value.start)))
     for position, (later, later_values) in enumerate(zip(messages[last + 1:], found[last + 1:]), start=last + 1):
         for other in later_values:
             sentence = _sentence_at(later.text, other.start)
             # "make it 8 instead" of "dinner at 7": a bare number that a change cue offers for a time is a time,
             # unless it resizes an earlier count: "change the booking to 6" of "a table for 4" is a count.
-            offered = other.kind == "number" and bool(_CHANGE_CUE.search(sentence))
+            offered = (other.kind == "number" and bool(_CHANGE_CUE.search(sentence))
+                       and not _DAY_OF_MONTH.match(later.text, other.end) and not _SAME_TIME.search(sentence))
             resizes = offered and _resizes_a_count(sentence, messages[:position], found[:position])
             as_time = value.kind == "time" and offered and not resizes
             as_count = value.kind == "count" and resizes
@@ -424,6 +447,8 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
             recounted = (counts is not None and other.kind in _COUNTED and not _ADDS_TO.search(sentence)
                          and _counted(later.text, other) == counts)
             if (other.kind != value.kind and not (as_time or as_count or recounted)) or same_value(other, value):
+                continue
+            if not offered_together and any(same_value(other, v) for v in found[last]):
                 continue
             if other.kind == "weekday" and _in_the_past(later.text, other):
                 continue  # "the equipment arrived this morning" tells when something happened, not a new plan
@@ -613,11 +638,18 @@ def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
 
 
 def corrected_later(messages: Sequence[Message]) -> set[int]:
-    """The positions of messages with a value that a later message replaces and names as old ("it's €70, not
-    €75"): the strictest sign of a correction, so read verbatim the wearer can be told before they hear it."""
+    """The positions of messages with a value that a later message replaces and either names as old ("it's
+    €70, not €75") or takes back ("scratch that, they only had 20:15"): read as written, such a message would
+    be heard as the plan before its correction is."""
     stale = stale_values(messages)
+    taken = taken_back(messages)
     return {i for i, old in stale.items()
-            if any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
+            if taken[i] or any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
+
+
+# "Correction: it's Thu 3 Dec, not Wednesday, same time": what the restated plan keeps as it was.
+_SAME = {"time": ("time",), "hour": ("time",), "day": ("weekday", "date"), "date": ("date",),
+         "price": ("money",), "amount": ("money",)}
 
 
 def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]], stale: dict[int, set[str]]) -> None:
@@ -631,8 +663,10 @@ def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]
             by_sentence: dict[str, list[Value]] = {}
             for v in later_values:
                 by_sentence.setdefault(_sentence_at(later.text, v.start), []).append(v)
+            kept = {kind for word, kinds in _SAME.items() if re.search(rf"\bsame {word}\b", later.text, re.IGNORECASE)
+                    for kind in kinds}
             for value in message_values:
-                if value.kind not in _CHECKED_KINDS or value.text in stale[i]:
+                if value.kind not in _CHECKED_KINDS or value.text in stale[i] or value.kind in kept:
                     continue
                 if any(other.kind == value.kind and not same_value(other, value)
                        and any(v.kind in replaced_kinds and v is not other for v in together)

@@ -2,15 +2,18 @@
 
 The summary plan, in order; every summary records which step produced it (`source`):
 
-* verbatim: a thread whose unread messages are about as short as a summary is read
-  out as written, each message under its sender's name (verbatim.py);
+* verbatim: a thread whose unread messages are about as short as a summary, and
+  correct nothing they said before, is read out as written, each message under its
+  sender's name (verbatim.py);
 * model: the LLM (with its task adapter) writes one or two sentences. Threads
   longer than the context budget are folded into a rolling summary, piece by
   piece, so nothing is silently cut. A draft must pass every validator
   (validators.py: length, prompt echo, grounding, then who does what, negation,
-  asks and superseded values); a failed draft is retried once with sampling;
+  asks and superseded values); a failed draft is retried once with sampling. Said
+  to a wearer, only when `[summarizer] model_drafts_for_wearer` trusts the adapter
+  to (off by default: the shipped one was trained on third-person summaries);
 * fallback: the key messages, attributed, in their own words (fallback.py). It is
-  what the wearer hears whenever there is no model or no draft passed.
+  what the wearer hears whenever there is no model, no trusted one or no draft passed.
 
 Before any of it, messages that try to instruct the summarizer or look like scams
 are set aside (untrusted.py): the model never sees them, they are never read as
@@ -33,6 +36,7 @@ from tidings.device.llm.prompts import REPLY_TASK, render_dialogue, reply_prompt
 from tidings.device.messages import Message
 from tidings.device.summary.fallback import fallback_summary
 from tidings.device.summary.sentences import sentences
+from tidings.device.summary.relations import corrected_later
 from tidings.device.summary.replies import Ask, AskKind, ReplyOptions, reply_options
 from tidings.device.summary.triage import Triage, asks_of_wearer, triage
 from tidings.device.summary.untrusted import Suspicion, suspicions, warning
@@ -140,12 +144,13 @@ class Summarizer:
         return replace(outcome, text=f"{outcome.text} {warning(flagged)}".strip(), flagged=flagged)
 
     def plan(self, messages: Sequence[Message]) -> SummaryOutcome:
-        """Verbatim when that is short enough, else a model draft that passes every check, else the fallback."""
-        if word_count(messages) <= self.verbatim_max_words:
+        """Verbatim when that is short enough and nothing in it was corrected, else a model draft that passes
+        every check, else the fallback (which leaves out what a correction replaced)."""
+        if word_count(messages) <= self.verbatim_max_words and not corrected_later(messages):
             return SummaryOutcome(read_verbatim(messages, self.wearer), "verbatim", (), ())
         drafts: list[str] = []
         rejected: list[str] = []
-        if self.engine is not None:
+        if self.drafts_by_model:
             for attempt in range(1 + self.config.retries):
                 # Every beam hypothesis missing what the wearer is asked: the adapter does not say it (measured
                 # on the wearer suites, no sampled retry ever did), and a retry costs about 1.5 s.
@@ -182,6 +187,11 @@ class Summarizer:
             )
             earlier = [" ".join(text.split()) for text in (completion.text, *completion.runners_up)]
         return [text for text in earlier if text] or [""]
+
+    @property
+    def drafts_by_model(self) -> bool:
+        """Whether the model drafts summaries: it must be there, and trusted to speak to this wearer."""
+        return self.engine is not None and (self.config.model_drafts_for_wearer or not self.wearer)
 
     @property
     def verbatim_max_words(self) -> int:
@@ -279,7 +289,7 @@ class SummaryStream:
     def __iter__(self) -> Iterator[str]:
         summarizer, engine = self.summarizer, self.summarizer.engine
         spoken: list[str] = []
-        streamable = (engine is not None and word_count(self.messages) > summarizer.verbatim_max_words
+        streamable = (summarizer.drafts_by_model and word_count(self.messages) > summarizer.verbatim_max_words
                       and not suspicions(self.messages))
         if streamable and len(pieces := summarizer.fold(self.messages)) == 1:
             prompt = summary_prompt(engine.prompt_format, summarizer.dialogue(pieces[0]), wearer=summarizer.wearer.name)

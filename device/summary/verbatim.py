@@ -3,8 +3,9 @@
 Each sender's run of messages is read under their name ("Mom: ..."), the wearer's own
 as "You: ...", and a message that opens by naming the wearer ("Alex, could you do
 it?") is said to be to them ("Mom, to you: could you do it?"). Text is cleaned for
-speech (links, emoji, attachments) and otherwise left exactly as sent. A message whose
-value a later one corrects by name ("€70, not €75") is said to be what was said at first.
+speech (links, emoji, attachments) and otherwise left exactly as sent. A thread with a
+correction is not read this way (`Summarizer.plan`): its first version would be heard as
+the plan.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import re
 from collections.abc import Sequence
 
 from tidings.device.messages import Message
-from tidings.device.summary.relations import corrected_later
 from tidings.device.summary.spoken import for_speech
 from tidings.device.summary.wearer import Wearer
 
@@ -56,8 +56,7 @@ def read_verbatim(messages: Sequence[Message], wearer: Wearer = Wearer()) -> str
     last_speaker = None
     # With one other person in the thread, their questions can only be to the wearer.
     one_to_one = bool(wearer) and len({m.sender for m in messages if not wearer.is_sender(m.sender)}) == 1
-    corrected = corrected_later(messages)
-    for position, message in enumerate(messages):
+    for message in messages:
         mine = wearer.is_sender(message.sender)
         to_wearer, text = (False, message.text) if mine else strip_vocative(message.text, wearer)
         text = for_speech(text)
@@ -68,9 +67,7 @@ def read_verbatim(messages: Sequence[Message], wearer: Wearer = Wearer()) -> str
             label, to_wearer = f"{speaker} asks you", True
         else:
             label = f"{speaker}, to you" if to_wearer else speaker
-        if position in corrected:  # what the wearer hears next is not the plan any more
-            label += ", at first"
-        if speaker == last_speaker and not to_wearer and position not in corrected:
+        if speaker == last_speaker and not to_wearer:
             parts.append(_sentence(text))
         else:
             parts.append(f"{label}: {_sentence(text)}")
