@@ -110,9 +110,11 @@ def test_the_on_device_path_never_imports_torch(tmp_path: Path):
 
 def test_with_the_shipped_adapter_every_spoken_summary_passes_the_validators_and_llama_cpp_stays_quiet(
         tmp_path: Path):
-    # No verbatim reading: every demo thread goes to the model, and what is printed must pass every check.
+    # No verbatim reading, and the model trusted to draft for the wearer: every demo thread goes to the model,
+    # and what is printed must pass every check.
     result = tidings("summarize", str(DEMO), "--json", tmp_path=tmp_path,
-                     config_text='[wearer]\nname = "Alex"\n[summarizer]\nverbatim_max_words = 0\n')
+                     config_text='[wearer]\nname = "Alex"\n[summarizer]\nverbatim_max_words = 0\n'
+                                 'model_drafts_for_wearer = true\n')
     assert result.returncode == 0, result.stderr
     assert "llama_" not in result.stderr and "ggml" not in result.stderr, result.stderr[:2000]
     records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -141,7 +143,8 @@ def test_verbose_shows_llama_cpps_own_log(tmp_path: Path):
 
 def test_no_adapter_runs_the_bare_base_model(tmp_path: Path):
     result = tidings("summarize", str(DEMO), "--json", "--no-adapter", tmp_path=tmp_path,
-                     config_text='[wearer]\nname = "Alex"\n[summarizer]\nverbatim_max_words = 0\n')
+                     config_text='[wearer]\nname = "Alex"\n[summarizer]\nverbatim_max_words = 0\n'
+                                 'model_drafts_for_wearer = true\n')
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 5
