@@ -29,8 +29,9 @@ from dataclasses import dataclass, replace
 from itertools import islice
 
 from tidings.device.messages import Message
-from tidings.device.summary.grounding import check_grounding, values
-from tidings.device.summary.relations import find_value, marked_old, stale_values, taken_back, topic_stems
+from tidings.device.summary.grounding import MONTH_NAME, check_grounding, values
+from tidings.device.summary.relations import (find_value, marked_old, stale_values, taken_back, topic_stems,
+                                              whole_value)
 from tidings.device.summary.replies import Ask, find_ask
 from tidings.device.summary.spoken import for_speech
 from tidings.device.summary.verbatim import strip_vocative
@@ -184,8 +185,10 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
         # ... so a request a later message answers is worth less than the answer: "can you both leave after
         # lunch?" is settled by "yes" and "I can't before 16:00".
         answered = any(later.sender != message.sender for later in thread[i + 1:i + 3])
-        answering = (_sender(thread[i - 1]).split()[0] if mine and i > 0 and not wearer.is_sender(thread[i - 1].sender)
-                     and _sender(thread[i - 1]).split() else None)
+        # The first name of whom the wearer answers, if they answer someone.
+        answers_another = mine and i > 0 and not wearer.is_sender(thread[i - 1].sender)
+        previous = _sender(thread[i - 1]).split() if answers_another else []
+        answering = previous[0] if previous else None
         for j, sentence in indexed:
             sentence = _without_stale(sentence, stale.get(i, ()))
             if not sentence or taken[i] & topic_stems(sentence) or _only_history(sentence):
@@ -239,12 +242,12 @@ def _only_history(sentence: str) -> bool:
 
 
 # What goes with a replaced value when it is left out: its preposition and the rest of its date or rate.
-_VALUE_TAIL = (r"(?:[\s/]+(?:\d{1,2}(?:st|nd|rd|th)?|jan\w*|feb\w*|mar\w*|apr\w*|may|jun\w*|jul\w*|aug\w*"
-               r"|sep\w*|oct\w*|nov\w*|dec\w*|month|week|night|day|pp|ppl|people|persons|guests|each|per \w+)\b)*")
+_VALUE_TAIL = (rf"(?:[\s/]+(?:\d{{1,2}}(?:st|nd|rd|th)?|{MONTH_NAME}|month|week|night|day|pp|ppl|people|persons"
+               r"|guests|each|per \w+)\b)*")
 _ADJUNCT_PREPOSITIONS = ("on", "at", "for", "by", "from", "to")
 # A month the value parser does not see as a value ("up to €75 from January"): it may have changed with the
 # value, so a clause that keeps one is dropped whole.
-_MONTH = re.compile(r"\b(?:jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b|\bmay\b", re.IGNORECASE)
+_MONTH = re.compile(rf"\b(?:{MONTH_NAME})\b", re.IGNORECASE)
 # A clause cut short of what it said: "the trip is", "we meet at".
 _DANGLING = re.compile(r"\b(?:is|are|was|were|be|will|the|a|an|to|at|on|for|by|from|of|and|or|in)\W*$",
                        re.IGNORECASE)
@@ -255,7 +258,7 @@ def _less_value(clause: str, value: str) -> str:
     "could you talk at 8:45?"), or unchanged when it is not one."""
     own = value.split()[0].casefold() in _ADJUNCT_PREPOSITIONS  # "at 8:45"
     preposition = "" if own else rf"\b(?:{'|'.join(_ADJUNCT_PREPOSITIONS)})[ \t]+"
-    pattern = rf"\s*{preposition}(?<![\w.,:]){re.escape(value)}(?![\w]|[.,:]\d){_VALUE_TAIL}"
+    pattern = rf"\s*{preposition}{whole_value(value)}{_VALUE_TAIL}"
     return re.sub(pattern, "", clause, count=1, flags=re.IGNORECASE)
 
 

@@ -101,6 +101,8 @@ def _alternation(words: Iterable[str]) -> str:
 
 
 _NUMBER_WORD = _alternation([*_UNITS, *_ORDINALS, *_SCALES])
+# Any month's name or abbreviation, for the relation checks and the fallback ("3 Dec", "from January").
+MONTH_NAME = _alternation(_MONTHS)
 _HOUR_WORD = _alternation(w for w, v in _UNITS.items() if 1 <= v <= 12)
 _HOUR = rf"(?:\d{{1,2}}|{_HOUR_WORD})"
 _LETTER_KEYWORDS = _alternation([*_UNITS, *_ORDINALS, *_SCALES, *_WEEKDAYS, *_MONTHS, *_NAMED_TIMES,

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tidings.device.messages import Message
-from tidings.device.summary.grounding import COMMON_WORDS, Value, same_value, values
+from tidings.device.summary.grounding import COMMON_WORDS, MONTH_NAME, Value, same_value, values
 from tidings.device.summary.wearer import Wearer, name_key
 
 WEARER = "\x00wearer"  # the person key of the wearer, whatever they are called
@@ -88,19 +88,27 @@ _OLD_AFTER = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:was|is|were|are|got)\s+(?:just\
                         r"(?:full|taken|booked|gone|closed|cancell?ed|off|out)\b|^\W*(?:\w+\W+){0,1}?(?:doesn['’]t|does not|won['’]t|no longer) work",
                         re.IGNORECASE)
 # Said in the same sentence as a new value, these replace the old one: "let's do 5pm instead", "ok 5pm then",
-# "booked: 9:32" (of the 7:32 and the 9:32 offered, the one booked stands).
+# "booked: 9:32" (of the 7:32 and the 9:32 offered, the one booked stands). "Final: ..." is one, "the final" a match.
 _CHANGE_CUE = re.compile(r"\b(?:instead|actually|moved?|moving|chang(?:e|ed|ing)|correct(?:ion|ed)|now|rather"
                          r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|confirmed|finally"
-                         r"|final(?=\s*:|\s+(?:plan|answer|time|date|decision|call|version|numbers?))"  # not "the final"
+                         r"|final(?=\s*:|\s+(?:plan|answer|time|date|decision|call|version|numbers?))"
                          r"|booked|decided|settled|going with|let['’]?s (?:do|go with|say)|scratch that|push(?:ed|ing)?"
                          r"|delayed|meant|bumped|shifted|brought forward|new (?:\w+ )?(?:time|date|day|slot))\b",
                          re.IGNORECASE)
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 _ALTERNATIVES = re.compile(r"\bor\b|\?")
 # "it's Thu 3 Dec, not Wednesday, same time", "51 Alex (14–20 Dec)": days of the month; the time stays.
-_DAY_OF_MONTH = re.compile(r"(?:st|nd|rd|th)?(?:\s*[–-]\s*\d{1,2}(?:st|nd|rd|th)?)?"
-                           r"\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b", re.IGNORECASE)
-_SAME_TIME = re.compile(r"\bsame (?:time|hour)\b", re.IGNORECASE)
+_DAY_OF_MONTH = re.compile(rf"(?:st|nd|rd|th)?(?:\s*[–-]\s*\d{{1,2}}(?:st|nd|rd|th)?)?\s+(?:{MONTH_NAME})\b",
+                           re.IGNORECASE)
+# "Correction: it's Thu 3 Dec, not Wednesday, same time": what a restated plan keeps as it was.
+_SAME = re.compile(r"\bsame (time|hour|day|date|price|amount)\b", re.IGNORECASE)
+_SAME_KINDS = {"time": ("time",), "hour": ("time",), "day": ("weekday", "date"), "date": ("date",),
+               "price": ("money",), "amount": ("money",)}
+
+
+def _kept_as_before(text: str) -> set[str]:
+    """The kinds of value `text` says stay as they were: "same time" keeps the time."""
+    return {kind for match in _SAME.finditer(text) for kind in _SAME_KINDS[match.group(1).casefold()]}
 
 
 @dataclass(frozen=True)
@@ -401,9 +409,14 @@ def _is_marked_old(summary: str, value: Value) -> bool:
     return _old_around(summary, value.start, value.end)
 
 
+def whole_value(phrase: str) -> str:
+    """A regex for the value `phrase` as a whole: "15" is not in "€156" nor in "15:30"."""
+    return rf"(?<![\w.,:]){re.escape(phrase)}(?![\w]|[.,:]\d)"
+
+
 def find_value(text: str, phrase: str) -> int:
-    """Where `text` names the value `phrase` as a whole, or -1: "15" is not in "€156" nor in "15:30"."""
-    found = re.search(rf"(?<![\w.,:]){re.escape(phrase)}(?![\w]|[.,:]\d)", text)
+    """Where `text` names the value `phrase` as a whole (`whole_value`), or -1."""
+    found = re.search(whole_value(phrase), text)
     return found.start() if found else -1
 
 
@@ -439,7 +452,7 @@ def _superseded(value: Value, messages: Sequence[Message], found: Sequence[Seque
             # "make it 8 instead" of "dinner at 7": a bare number that a change cue offers for a time is a time,
             # unless it resizes an earlier count: "change the booking to 6" of "a table for 4" is a count.
             offered = (other.kind == "number" and bool(_CHANGE_CUE.search(sentence))
-                       and not _DAY_OF_MONTH.match(later.text, other.end) and not _SAME_TIME.search(sentence))
+                       and not _DAY_OF_MONTH.match(later.text, other.end) and "time" not in _kept_as_before(sentence))
             resizes = offered and _resizes_a_count(sentence, messages[:position], found[:position])
             as_time = value.kind == "time" and offered and not resizes
             as_count = value.kind == "count" and resizes
@@ -647,11 +660,6 @@ def corrected_later(messages: Sequence[Message]) -> set[int]:
             if taken[i] or any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
 
 
-# "Correction: it's Thu 3 Dec, not Wednesday, same time": what the restated plan keeps as it was.
-_SAME = {"time": ("time",), "hour": ("time",), "day": ("weekday", "date"), "date": ("date",),
-         "price": ("money",), "amount": ("money",)}
-
-
 def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]], stale: dict[int, set[str]]) -> None:
     """A plan restated whole replaces all of it: after "24th at mine? dinner 18:00", "lunch at 13:00 on the
     25th" replaces the 18:00 with the 24th, though lunch is not dinner. Adds those values to `stale`."""
@@ -663,8 +671,7 @@ def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]
             by_sentence: dict[str, list[Value]] = {}
             for v in later_values:
                 by_sentence.setdefault(_sentence_at(later.text, v.start), []).append(v)
-            kept = {kind for word, kinds in _SAME.items() if re.search(rf"\bsame {word}\b", later.text, re.IGNORECASE)
-                    for kind in kinds}
+            kept = _kept_as_before(later.text)
             for value in message_values:
                 if value.kind not in _CHECKED_KINDS or value.text in stale[i] or value.kind in kept:
                     continue
