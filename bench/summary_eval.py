@@ -75,14 +75,19 @@ def split_dialogues(split: str):
     return [d for d in held if d.corpus == "samsum"]
 
 
-def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: int,
+def run(adapter: Path | None, limit: int | None, variants: tuple[str, ...], threads: int,
         model: str = DEFAULT_MODEL, checkpoint: Path | None = None, split: str = "test") -> tuple[dict, list[dict]]:
-    """Every dialogue's row is appended to `checkpoint` as it is done; a rerun skips the rows already there."""
+    """Every dialogue's row is appended to `checkpoint` as it is done; a rerun skips the rows already there.
+
+    With no `adapter` the model summarizes zero-shot (an instruction-tuned model): "adapter" is then its own draft.
+    """
     config = Config()
     model = resolve_model(model, config.model.cache_dir)
     dialogues = split_dialogues(split)[:limit]
     engine = Engine(model, EngineConfig(n_ctx=2048, n_threads=threads))
-    engine.load_adapter(adapter, "task")
+    task = {"task": 1.0} if adapter is not None else {}
+    if adapter is not None:
+        engine.load_adapter(adapter, "task")
     summarizer = Summarizer(SummarizerConfig(), engine)
     done: dict[str, dict] = {}
     if checkpoint is not None and checkpoint.is_file():
@@ -109,7 +114,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
                 text = engine.complete(prompt, max_tokens=summarizer.config.max_summary_tokens, stop=("\n\n",)).text
             elif variant == "device":
                 # The summarizer's first draft (beam search) is the adapter variant too.
-                engine.set_adapters({"task": 1.0})
+                engine.set_adapters(task)
                 outcome = summarizer.summary_text(messages)
                 text = outcome.text
                 row["device_source"] = outcome.source
@@ -132,7 +137,7 @@ def run(adapter: Path, limit: int | None, variants: tuple[str, ...], threads: in
         "benchmark": "summary_quality",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": SPLITS[split], "dialogues": len(rows),
-        "model": model.name, "adapter": str(adapter),
+        "model": model.name, "adapter": str(adapter) if adapter is not None else None,
         "decoding": {"device": f"{summarizer.config.summary_beams} beams, length penalty "
                                f"{summarizer.config.summary_length_penalty}", "base": "greedy"},
         "rouge": "rouge-score 0.1.2, F1, use_stemmer=True, x100",
