@@ -67,6 +67,7 @@ SUITES = {
     "own-dev-3": HERE / "wearer_threads" / "own_dev_3.py",
     "own-dev-4": HERE / "wearer_threads" / "own_dev_4.py",
     "own-dev-5": HERE / "wearer_threads" / "own_dev_5.py",
+    "own-dev-6": HERE / "wearer_threads" / "own_dev_6.py",
     "held-out": HERE / "wearer_threads" / "held_out.py",
 }
 WEARER = "Alex"

@@ -59,7 +59,7 @@ CANDIDATES = {c.name: c for c in (
     Candidate("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m", "",
               "Qwen2.5-Coder 1.5B Instruct, zero-shot"),
 )}
-DEFAULT_SUITES = ("dev", "own-dev", "own-dev-2", "own-dev-3", "own-dev-4", "own-dev-5", "held-out")
+DEFAULT_SUITES = ("dev", "own-dev", "own-dev-2", "own-dev-3", "own-dev-4", "own-dev-5", "own-dev-6", "held-out")
 RSS_GOAL_MB = 1300
 
 
@@ -207,9 +207,10 @@ def _pct(value: float | None) -> str:
 def table(report: dict) -> str:
     tuning = [s for s in report["suites"] if s != "held-out"]
     dialogues = report["dialogues"] or "all 819"
-    lines = [f"`python -m tidings.bench.model_compare`, {report['date'][:10]}; faithfulness on the wearer suites "
-             f"with the model trusted to draft for the wearer; SAMSum test ROUGE-L (heard / the model's drafts) on "
-             f"{dialogues} dialogues:", "",
+    command = ("python -m tidings.bench.model_compare " + " ".join(f"--suite {s}" for s in report["suites"])
+               + f" --dialogues {report['dialogues'] or 0}")
+    lines = [f"`{command}`, {report['date'][:10]}; faithfulness on the wearer suites with the model trusted to "
+             f"draft for the wearer; SAMSum test ROUGE-L (heard / the model's drafts) on {dialogues} dialogues:", "",
              "| candidate | dev: faithful / complete | tuning suites: faithful / complete | held-out: faithful / "
              "complete | long threads the model speaks | drafts accepted | SAMSum ROUGE-L | summary p50 / p95 "
              "| agent peak RSS |",

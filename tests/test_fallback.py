@@ -239,7 +239,8 @@ def test_a_fee_later_waived_is_not_read_out():
 
 def test_a_request_the_next_messages_answer_gives_way_to_what_the_wearer_took_on():
     """"Can you both leave after lunch?" is settled by the answers that follow; what the wearer took on
-    ("I'll take them on tuesday") is theirs to remember. Two threads of the own-dev-4 tuning split."""
+    ("I can do wed instead of fri") is theirs to remember, and so is the plan it led to ("New rota: ...").
+    Two threads of the own-dev-4 tuning split."""
     from tidings.bench.faithfulness import SUITES, load_suite
 
     threads = {t.id: t for t in load_suite(SUITES["own-dev-4"])}
@@ -247,7 +248,7 @@ def test_a_request_the_next_messages_answer_gives_way_to_what_the_wearer_took_on
     graz = fallback_summary(thread(*threads["graz-workshop-train"].messages), budget, Wearer("Alex"))
     assert "Can you both leave after lunch?" not in graz and "13:02" in graz
     kiel = fallback_summary(thread(*threads["kiel-fair-booth"].messages), budget, Wearer("Alex"))
-    assert "You: I'll take them on tuesday before my train." in kiel
+    assert "You: I can do wed instead of fri" in kiel and "New rota: Wed Lorenz + Alex" in kiel
 
 
 def test_a_question_put_to_someone_who_turned_it_down_gives_way_to_their_answer():
@@ -299,3 +300,31 @@ def test_the_message_that_changes_the_plan_is_said_and_the_wearers_you_is_whom_t
     assert "we start 12:00" in summary and "10:00" not in summary
     assert "You: I'll swap with Ruslan" in summary
     assert "umpire" in summary
+
+
+def test_a_corrected_thread_that_fits_is_said_whole_less_what_was_replaced():
+    messages = thread(("Yolanda", "ugh, S-Bahn stuck before Ostkreuz. I'll be ~20 min late, start without me."),
+                      ("Yolanda", "no need to wait with the starters"),
+                      ("Yolanda", "ok moving again more like 10 min"))
+    summary = fallback_summary(messages, 75, Wearer("Alex"))
+    assert "20 min" not in summary and "more like 10 min" in summary
+    for kept in ("Ostkreuz", "Start without me", "No need to wait with the starters"):
+        assert kept in summary
+
+
+def test_a_place_called_old_leaves_with_its_preposition_and_a_long_label_stays():
+    messages = thread(("Ansgar", "field trip this sunday: blue hour at the Molecule Man, bring a tripod!"),
+                      ("Damla", "what lens?"),
+                      ("Ansgar", "anything wide, 24mm or so"),
+                      ("Ansgar", "and it's not the Molecule Man anymore, the riverbank is closed for works. we meet "
+                                 "at the Admiralbrücke instead"))
+    summary = fallback_summary(messages, 75, Wearer("Alex"))
+    assert "Field trip this sunday: bring a tripod!" in summary
+    assert "Admiralbrücke" in summary and "blue hour at the Molecule Man" not in summary
+
+
+def test_an_ask_put_to_another_after_and_names_them():
+    messages = thread(("Vinzenz", "nothing with marzipan pls"), ("Adelheid", "the cake is ordered for 26"),
+                      ("Adelheid", "And Vinzenz, can you do the speech?"), ("Alex", "I'll pick up the cake on saturday"))
+    summary = fallback_summary(messages, 75, Wearer("Alex"))
+    assert "Adelheid asks Vinzenz: Can Vinzenz do the speech?" in summary

@@ -160,6 +160,32 @@ def test_what_a_later_message_does_not_replace_stays_current(first, later, stale
     assert stale_values(messages).get(0, set()) == stale
 
 
+@pytest.mark.parametrize("first, later, stale", [
+    # A stop or venue a later sentence calls old, in words of its own.
+    ("arriving Berlin ZOB 18:40, pick me up at ZOB?", "and it's Südkreuz now, not ZOB!!", {"ZOB"}),
+    ("blue hour at the Molecule Man, bring a tripod", "it's not the Molecule Man anymore, the riverbank is closed",
+     {"Molecule Man"}),
+    # An hour range given anew with a change cue, and a duration corrected.
+    ("Repair Café: Sat 28 Nov, 11–15 at the library", "it's bigger there so we start earlier, 10–15", {"11–15"}),
+    ("I'll be ~20 min late", "ok moving again, more like 10 min", {"20 min"}),
+    # A date range is not an hour range; a name merely said again with "not" is not called old.
+    ("I'm away 14–20 Dec", "actually back on the 19th", set()),
+    ("see you at Lupo", "I'm not at Lupo yet, 5 more minutes", set()),
+])
+def test_a_name_range_or_duration_given_anew_is_stale(first, later, stale):
+    messages = _thread(("Ana", first), ("Ana", later))
+    assert stale_values(messages).get(0, set()) >= stale
+    if not stale:
+        assert not {"Lupo", "14–20"} & stale_values(messages).get(0, set())
+
+
+def test_a_duration_corrected_later_is_not_read_as_written():
+    assert corrected_later(_thread(("Yolanda", "I'll be ~20 min late, start without me"),
+                                   ("Yolanda", "ok moving again more like 10 min"))) == {0}
+    assert corrected_later(_thread(("Yolanda", "I'll be ~20 min late, start without me"),
+                                   ("Alex", "no worries"))) == set()
+
+
 def test_a_value_is_found_whole():
     assert find_value("the fee stays €156", "15") == -1
     assert find_value("ends 15:30", "15") == -1

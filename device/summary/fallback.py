@@ -94,7 +94,7 @@ _MIN_SCORE = 1.0
 # "not": an answer or a negation is what a sentence says ("no need to reply" must not become "need to reply").
 _FILLER = re.compile(
     r"^(?:(?:ok(?:ay)?|k|hmm+|ugh+|uh+|oh+|ah+|argh+|lol|haha\w*|wow|cool|nice|legend|thanks?(?: you)?|thx|ty|hi|hey"
-    r"|hello|yo|guys)\b[\s,.!:;-]*)+", re.IGNORECASE)
+    r"|hello|yo|guys)\b(?:\s+(?:all|everyone|everybody|folks|team)\b)?[\s,.!:;-]*)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -125,13 +125,14 @@ def _score(text: str, position: float) -> tuple[float, frozenset[str]]:
 
 
 def _others_addressed(thread: Sequence[Message]) -> dict[str, re.Pattern[str]]:
-    """Per sender, a pattern for the first names of everyone else, as they open an ask: "Tom, you in goal?"."""
+    """Per sender, a pattern for the first names of everyone else, as they open an ask: "Tom, you in goal?",
+    "And Vinzenz, can you do the speech?"."""
     names = {m.sender: m.sender.split()[0] for m in thread if m.sender.split()}
     patterns = {}
     for sender in names:
         others = sorted({re.escape(n) for s, n in names.items() if s != sender and len(n) > 1}, key=len, reverse=True)
         if others:
-            patterns[sender] = re.compile(rf"(?:^|(?<=[,;:]\s))@?({'|'.join(others)})\b,?\s+(?=(?:you|u|can|could|would"
+            patterns[sender] = re.compile(rf"(?:^|(?<=[,;:]\s))(?:(?:and|so|also|oh|ok|btw)\s+)?@?({'|'.join(others)})\b,?\s+(?=(?:you|u|can|could|would"
                                           rf"|will|pls|please|are|r|do)\b)", re.IGNORECASE)
     return patterns
 
@@ -139,9 +140,12 @@ def _others_addressed(thread: Sequence[Message]) -> dict[str, re.Pattern[str]]:
 # Said to the wearer, "you" means the wearer: a question put to someone else names them instead.
 _INVERTED = {"are": "is", "were": "was", "have": "has", "do": "does", "r": "is", "aren't": "isn't",
              "don't": "doesn't", "haven't": "hasn't", "weren't": "wasn't"}
+# "can you do" stays "can Tom do": after a modal the verb does not agree with its subject.
+_AFTER_NO_MODAL = "".join(rf"(?<!\b{m} )" for m in ("can", "could", "would", "will", "should", "shall", "may", "might",
+                                                   "must", "did", "does", "do"))
 _SECOND_PERSON = re.compile(r"\b(?:(?P<aux>are|were|have|do|r|aren't|don't|haven't|weren't)\s+(?:you|u)\b"
                             r"|(?:you|u)(?P<clitic>'re|'ve|'ll|'d)|(?P<poss>your|ur|yours)\b"
-                            r"|(?:you|u)\s+(?P<verb>are|were|have|do|don't|aren't|want|need|know|think|like|mean|go)\b"
+                            rf"|{_AFTER_NO_MODAL}(?:you|u)\s+(?P<verb>are|were|have|do|don't|aren't|want|need|know|think|like|mean|go)\b"
                             r"|(?:you|u))\b", re.IGNORECASE)
 _GROUP_YOU = re.compile(r"\b(?:you|u) (?:all|guys|both|two|lot)\b|\by['’]all\b", re.IGNORECASE)
 # "you take 50": a verb `_about` cannot make agree with a name ("Chidi take") leaves the sentence as written.
@@ -218,7 +222,8 @@ def _units(thread: Sequence[Message], wearer: Wearer) -> list[_Unit]:
             # ... though what they took on is what they must remember: "I'll take them on tuesday".
             score -= 1.0 * (mine and not _COMMITS.search(sentence))
             # Once a time, day or amount was replaced, the message replacing it is the plan as it stands.
-            score += 2.0 * (i > first_stale and bool(_CHANGES.search(sentence)) and bool(_SPECIFIC.search(sentence)))
+            score += 2.0 * (i > first_stale and bool(_CHANGES.search(sentence))
+                            and bool(_SPECIFIC.search(sentence) or _CAPITALIZED.search(sentence)))
             request = not mine and "?" in sentence and bool(_REQUEST.search(sentence))
             score -= 1.0 * (answered and request)
             score -= 1.0 * (request and any(later.sender != message.sender and _REFUSES.search(later.text)
@@ -257,7 +262,7 @@ def _less_value(clause: str, value: str) -> str:
     """`clause` without `value` where it is an adjunct ("could you talk on Wed 2 Dec at 8:45?" less "Wed" is
     "could you talk at 8:45?"), or unchanged when it is not one."""
     own = value.split()[0].casefold() in _ADJUNCT_PREPOSITIONS  # "at 8:45"
-    preposition = "" if own else rf"\b(?:{'|'.join(_ADJUNCT_PREPOSITIONS)})[ \t]+"
+    preposition = "" if own else rf"\b(?:{'|'.join(_ADJUNCT_PREPOSITIONS)})[ \t]+(?:the[ \t]+)?"
     pattern = rf"\s*{preposition}{whole_value(value)}{_VALUE_TAIL}"
     return re.sub(pattern, "", clause, count=1, flags=re.IGNORECASE)
 
@@ -266,8 +271,9 @@ def _without_stale(sentence: str, stale: Collection[str]) -> str:
     """`sentence` less what states a value a later message replaced as if it still held ("dinner friday,
     7pm" once 7pm was full; not "25th, not 24th"): the value with its preposition where it is an adjunct
     ("the rent goes up to €75 from January" → "the rent goes up"), else its clause. What is left is still
-    true; "" when nothing is. A label whose clause goes goes with it: of "Tiago: deploy 6:00, Alex:
-    sign-off" with 6:00 replaced, "Alex: sign-off" is left, not "Tiago, Alex: sign-off"."""
+    true; "" when nothing is. A short label whose clause goes goes with it: of "Tiago: deploy 6:00, Alex:
+    sign-off" with 6:00 replaced, "Alex: sign-off" is left, not "Tiago, Alex: sign-off"; a longer one says
+    what the rest is about and stays ("field trip this sunday: bring a tripod!")."""
     def current(clause: str) -> bool:
         return all(find_value(clause, value) < 0 or marked_old(clause, value) for value in stale)
 
@@ -284,7 +290,7 @@ def _without_stale(sentence: str, stale: Collection[str]) -> str:
             clauses[i] = reduced
     kept = [current(c) for c in clauses]
     for i in range(len(clauses) - 2, -1, -1):
-        kept[i] = kept[i] and not (clauses[i].endswith(":") and not kept[i + 1])
+        kept[i] = kept[i] and not (clauses[i].endswith(":") and len(clauses[i].split()) <= 2 and not kept[i + 1])
     return " ".join(c for c, keep in zip(clauses, kept) if keep).rstrip(",;: ")
 
 
@@ -360,6 +366,10 @@ def _select(units: list[_Unit], max_words: int, ask: Ask = Ask("none")) -> list[
     pool = sorted(units, key=lambda u: -u.score)[:300]
     # What the wearer is asked is never left out, and is said as asked of them: it is what they must act on.
     asked = _the_ask(units, ask)
+    # A thread that fits whole is said whole (less what a later message replaced): nothing needs leaving out.
+    if sum(u.words + len(_label(u).split()) for u in units) <= max_words:
+        return [(replace(u, to="you", question=True) if asked is not None and u.order == asked.order else u, u.text)
+                for u in sorted(units, key=lambda u: u.order)]
     if asked is not None:
         pool = [u for u in pool if u.order != asked.order]
     while budget > 1:

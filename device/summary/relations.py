@@ -93,7 +93,8 @@ _CHANGE_CUE = re.compile(r"\b(?:instead|actually|moved?|moving|chang(?:e|ed|ing)
                          r"|switch\w*|reschedul\w*|postpon\w*|not|back to|make it|then|confirmed|finally"
                          r"|final(?=\s*:|\s+(?:plan|answer|time|date|decision|call|version|numbers?))"
                          r"|booked|decided|settled|going with|let['’]?s (?:do|go with|say)|scratch that|push(?:ed|ing)?"
-                         r"|delayed|meant|bumped|shifted|brought forward|new (?:\w+ )?(?:time|date|day|slot))\b",
+                         r"|delayed|meant|bumped|shifted|brought forward|new (?:\w+ )?(?:time|date|day|slot|one)"
+                         r"|cancell?ed)\b",
                          re.IGNORECASE)
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 _ALTERNATIVES = re.compile(r"\bor\b|\?")
@@ -633,6 +634,72 @@ def closed_names(messages: Sequence[Message]) -> list[_ClosedName]:
     return closed
 
 
+# A name a later sentence calls old: "it's Südkreuz now, not ZOB", "not the Molecule Man anymore", "instead of Lupo".
+_NAME = r"([A-ZÀ-Þ][\w'’-]+(?: [A-ZÀ-Þ][\w'’-]+){0,2})"
+_NOT_NAME = re.compile(rf"\bnot (?:at |in |to |from )?(?:the )?{_NAME}")
+_NAME_GIVEN_UP = re.compile(rf"\b(?:instead of|rather than|no longer (?:at|in)) (?:the )?{_NAME}")
+_NOW_OTHER = re.compile(r"\b(?:now|anymore|any more|instead|after all|no longer)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _OldName:
+    message: int  # where it was named before it was called old
+    name: str  # as that message wrote it
+    why: str
+
+
+def names_called_old(messages: Sequence[Message]) -> list[_OldName]:
+    """Names (a place, a venue, a stop) that an earlier message gave and a later one calls old."""
+    old: list[_OldName] = []
+    for j, later in enumerate(messages):
+        for sentence in _SENTENCE.findall(later.text):
+            called = [m.group(1) for m in _NAME_GIVEN_UP.finditer(sentence)]
+            if _NOW_OTHER.search(sentence):
+                called += [m.group(1) for m in _NOT_NAME.finditer(sentence)]
+            for name in called:
+                if name.casefold() in COMMON_WORDS:
+                    continue
+                for i, earlier in enumerate(messages[:j]):
+                    if (named := re.search(rf"(?<!\w){re.escape(name)}(?!\w)", earlier.text, re.IGNORECASE)):
+                        old.append(_OldName(i, named.group(0), f"{later.sender} later says {sentence.strip()!r}"))
+    return old
+
+
+# Spans a value parser sees as bare numbers: an hour range ("11–15", "8-12", not "14–20 Dec") and a
+# duration ("~20 min"). A later sentence that gives another of the same kind with a change cue replaces it:
+# "we start earlier, 10–15"; "more like 10 min".
+_SPANS = {
+    "range": re.compile(r"(?<![\w.,:/€$£])(?:[01]?\d|2[0-4])(?:[:.][0-5]\d)?\s?[–-]\s?(?:[01]?\d|2[0-4])(?:[:.][0-5]\d)?"
+                        r"(?![\w.,:]?\d)"),
+    "duration": re.compile(r"(?<![\w.,:])\d{1,3}\s?(?:min(?:ute)?s?|h(?:ou)?rs?|hours?)\b", re.IGNORECASE),
+}
+_SPAN_CHANGE = re.compile(r"\b(?:earlier|later|more like|make (?:it|that))\b", re.IGNORECASE)
+
+
+def _spans(text: str, kind: str) -> list[re.Match[str]]:
+    return [m for m in _SPANS[kind].finditer(text) if not (kind == "range" and _DAY_OF_MONTH.match(text, m.end()))]
+
+
+def _span_key(text: str) -> str:
+    return re.sub(r"\s|[:.]00", "", text.replace("–", "-")).casefold()
+
+
+def replaced_spans(messages: Sequence[Message]) -> dict[int, set[str]]:
+    """Per message position, the hour ranges and durations in it that a later message replaced."""
+    stale: dict[int, set[str]] = {}
+    for kind in _SPANS:
+        for j, later in enumerate(messages):
+            for sentence in _SENTENCE.findall(later.text):
+                new = {_span_key(m.group(0)) for m in _spans(sentence, kind)}
+                if not new or not (_CHANGE_CUE.search(sentence) or _SPAN_CHANGE.search(sentence)):
+                    continue
+                for i, earlier in enumerate(messages[:j]):
+                    for m in _spans(earlier.text, kind):
+                        if _span_key(m.group(0)) not in new:
+                            stale.setdefault(i, set()).add(m.group(0))
+    return stale
+
+
 def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
     """Per message position, the times, days, amounts and places in it that the thread later replaced."""
     found = _values_by_message(messages)
@@ -647,17 +714,23 @@ def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
         stale.setdefault(place.message, set()).add(place.phrase)
     for shut in closed_names(messages):
         stale.setdefault(shut.message, set()).add(shut.name)
+    for name in names_called_old(messages):
+        stale.setdefault(name.message, set()).add(name.name)
+    for i, spans in replaced_spans(messages).items():
+        stale.setdefault(i, set()).update(spans)
     return stale
 
 
 def corrected_later(messages: Sequence[Message]) -> set[int]:
     """The positions of messages with a value that a later message replaces and either names as old ("it's
     €70, not €75") or takes back ("scratch that, they only had 20:15"): read as written, such a message would
-    be heard as the plan before its correction is."""
+    be heard as the plan before its correction is. So are those with an hour range or a duration a later
+    message gives anew ("~20 min late", then "more like 10 min")."""
     stale = stale_values(messages)
     taken = taken_back(messages)
-    return {i for i, old in stale.items()
-            if taken[i] or any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
+    return set(replaced_spans(messages)) | {
+        i for i, old in stale.items()
+        if taken[i] or any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
 
 
 def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]], stale: dict[int, set[str]]) -> None:
