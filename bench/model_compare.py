@@ -133,6 +133,7 @@ def samsum_figures(candidate: Candidate, dialogues: int | None, checkpoint: Path
 
 def work(candidate: Candidate, suites: list[str], dialogues: int | None, out: Path) -> dict:
     """Measure what `out/<candidate>.json` does not hold yet, saving after each measurement."""
+    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{candidate.name}.json"
     figures = json.loads(path.read_text()) if path.is_file() else {}
     if figures.get("suites_asked") != suites or figures.get("dialogues_asked") != dialogues:
