@@ -641,16 +641,9 @@ _NAME_GIVEN_UP = re.compile(rf"\b(?:instead of|rather than|no longer (?:at|in)) 
 _NOW_OTHER = re.compile(r"\b(?:now|anymore|any more|instead|after all|no longer)\b", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class _OldName:
-    message: int  # where it was named before it was called old
-    name: str  # as that message wrote it
-    why: str
-
-
-def names_called_old(messages: Sequence[Message]) -> list[_OldName]:
-    """Names (a place, a venue, a stop) that an earlier message gave and a later one calls old."""
-    old: list[_OldName] = []
+def names_called_old(messages: Sequence[Message]) -> dict[int, set[str]]:
+    """Per message position, the names (a place, a venue, a stop) in it that a later message calls old."""
+    old: dict[int, set[str]] = {}
     for j, later in enumerate(messages):
         for sentence in _SENTENCE.findall(later.text):
             called = [m.group(1) for m in _NAME_GIVEN_UP.finditer(sentence)]
@@ -661,7 +654,7 @@ def names_called_old(messages: Sequence[Message]) -> list[_OldName]:
                     continue
                 for i, earlier in enumerate(messages[:j]):
                     if (named := re.search(rf"(?<!\w){re.escape(name)}(?!\w)", earlier.text, re.IGNORECASE)):
-                        old.append(_OldName(i, named.group(0), f"{later.sender} later says {sentence.strip()!r}"))
+                        old.setdefault(i, set()).add(named.group(0))
     return old
 
 
@@ -684,20 +677,25 @@ def _span_key(text: str) -> str:
     return re.sub(r"\s|[:.]00", "", text.replace("–", "-")).casefold()
 
 
+def _is_span(value: str) -> bool:
+    return any(pattern.fullmatch(value) for pattern in _SPANS.values())
+
+
 def replaced_spans(messages: Sequence[Message]) -> dict[int, set[str]]:
     """Per message position, the hour ranges and durations in it that a later message replaced."""
     stale: dict[int, set[str]] = {}
     for kind in _SPANS:
+        by_message = [[m.group(0) for m in _spans(message.text, kind)] for message in messages]
         for j, later in enumerate(messages):
+            if not by_message[j]:
+                continue
             for sentence in _SENTENCE.findall(later.text):
                 new = {_span_key(m.group(0)) for m in _spans(sentence, kind)}
                 if not new or not (_CHANGE_CUE.search(sentence) or _SPAN_CHANGE.search(sentence)):
                     continue
-                for i, earlier in enumerate(messages[:j]):
-                    for m in _spans(earlier.text, kind):
-                        if _span_key(m.group(0)) not in new:
-                            stale.setdefault(i, set()).add(m.group(0))
-    return stale
+                for i, spans in enumerate(by_message[:j]):
+                    stale.setdefault(i, set()).update(span for span in spans if _span_key(span) not in new)
+    return {i: spans for i, spans in stale.items() if spans}
 
 
 def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
@@ -714,10 +712,9 @@ def stale_values(messages: Sequence[Message]) -> dict[int, set[str]]:
         stale.setdefault(place.message, set()).add(place.phrase)
     for shut in closed_names(messages):
         stale.setdefault(shut.message, set()).add(shut.name)
-    for name in names_called_old(messages):
-        stale.setdefault(name.message, set()).add(name.name)
-    for i, spans in replaced_spans(messages).items():
-        stale.setdefault(i, set()).update(spans)
+    for replaced in (names_called_old(messages), replaced_spans(messages)):
+        for i, old in replaced.items():
+            stale.setdefault(i, set()).update(old)
     return stale
 
 
@@ -728,9 +725,9 @@ def corrected_later(messages: Sequence[Message]) -> set[int]:
     message gives anew ("~20 min late", then "more like 10 min")."""
     stale = stale_values(messages)
     taken = taken_back(messages)
-    return set(replaced_spans(messages)) | {
-        i for i, old in stale.items()
-        if taken[i] or any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
+    return {i for i, old in stale.items()
+            if taken[i] or any(map(_is_span, old))
+            or any(marked_old(later.text, value) for later in messages[i + 1:] for value in old)}
 
 
 def _restated_plans(messages: Sequence[Message], found: Sequence[Sequence[Value]], stale: dict[int, set[str]]) -> None:
